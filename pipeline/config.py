@@ -1,0 +1,123 @@
+"""The pipeline config: stages in order with their parameters and resources, and the
+filter rules. YAML (or JSON, which YAML reads). Validated up front with messages that
+name the file and the entry, so a bad config fails before Ray starts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources as package_files
+from pathlib import Path
+
+import yaml
+
+from thresher.models.registry import ModelNotFound
+from thresher.stages import Resources, Stage, stage_class
+from thresher.pipeline.rules import Rule
+
+
+class ConfigError(ValueError):
+    """The config cannot run; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    read_batch_rows: int = 2048
+    max_text_bytes: int = 5_000_000
+    part_max_rows: int = 100_000
+
+
+@dataclass
+class StageSpec:
+    name: str
+    params: dict
+    resources: Resources
+    cls: type[Stage]
+
+    def build(self) -> Stage:
+        return self.cls(resources=self.resources, **self.params)
+
+
+@dataclass
+class Config:
+    stages: list[StageSpec]
+    filters: list[Rule]
+    run: RunOptions = field(default_factory=RunOptions)
+    source: str = "default"
+    raw: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.raw, sort_keys=True)
+
+
+def default_config_text() -> str:
+    return package_files.files("thresher.pipeline").joinpath("default.yaml").read_text()
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    if path is None:
+        return parse_config(yaml.safe_load(default_config_text()), "default config")
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: object, source: str) -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with `stages` and `filters`")
+    unknown = set(raw) - {"run", "stages", "filters"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level keys {sorted(unknown)}; "
+                          "known: run, stages, filters")
+    run = _run_options(raw.get("run") or {}, source)
+    stages = [_stage_spec(entry, i, source) for i, entry in enumerate(raw.get("stages") or [])]
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: a stage is listed twice: {names}")
+    produced = {col for s in stages for col in s.cls.columns}
+    filters = []
+    for text in raw.get("filters") or []:
+        try:
+            rule = Rule.parse(text)
+        except ValueError as err:
+            raise ConfigError(f"{source}: {err}") from None
+        if rule.column not in produced:
+            raise ConfigError(f"{source}: filter {text!r} uses column {rule.column!r}, which no "
+                              f"configured stage adds (they add: {', '.join(sorted(produced))})")
+        filters.append(rule)
+    return Config(stages=stages, filters=filters, run=run, source=source, raw=raw)
+
+
+def _run_options(values: dict, source: str) -> RunOptions:
+    try:
+        opts = RunOptions(**values)
+    except TypeError as err:
+        raise ConfigError(f"{source}: run: {err}") from None
+    for key, value in vars(opts).items():
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{source}: run.{key} must be a positive integer, got {value!r}")
+    return opts
+
+
+def _stage_spec(entry: object, index: int, source: str) -> StageSpec:
+    where = f"{source}: stages[{index}]"
+    if not isinstance(entry, dict) or "stage" not in entry:
+        raise ConfigError(f"{where}: expected a mapping with a `stage` key")
+    params = dict(entry)
+    name = params.pop("stage")
+    try:
+        cls = stage_class(name)
+        resources = Resources.from_dict(
+            {**vars(cls.default_resources), **(params.pop("resources", None) or {})})
+        spec = StageSpec(name=cls.name, params=params, resources=resources, cls=cls)
+        spec.build()  # checks parameters and that model files exist
+    except ModelNotFound as err:
+        raise ConfigError(f"{where} ({name}): {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where} ({name}): {err}") from None
+    return spec

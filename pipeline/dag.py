@@ -1,0 +1,70 @@
+"""Build the Ray Data DAG: shards -> read -> one map_batches per stage -> settle.
+
+Every operator asks for a fraction of a CPU, so that on a 2-core machine the read
+tasks, the stage actors and the writers all fit at once and none starves another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from thresher.pipeline.apply import StageRunner, run_stateless
+from thresher.pipeline.config import Config
+from thresher.pipeline.read import read_shards
+from thresher.pipeline.shards import Shard
+from thresher.pipeline.write import settle
+
+log = logging.getLogger(__name__)
+
+READ_CPUS = 0.25
+SETTLE_CPUS = 0.25
+# No retry settings here on purpose: Ray Data restarts a dead stage actor and retries
+# its batch (max_restarts=-1, max_task_retries=-1), and Ray retries a task whose
+# worker died 3 times. A batch whose *code* raises is handled in apply.py instead.
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start an in-process one."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        log.info("connecting to the Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=False)
+        return
+    # A short temp dir of our own: Ray's socket paths must stay under ~100 bytes, and
+    # `ray stop` elsewhere must not reach us.
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+             _temp_dir=f"/tmp/thresher-ray-{os.getuid()}", log_to_driver=False)
+
+
+def build(shards: list[Shard], config: Config, out_dir: str,
+          progress: bool = True) -> ray.data.Dataset:
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    items = [{"path": s.path, "key": s.key} for s in shards]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    ds = ds.map_batches(
+        read_shards, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS,
+        fn_kwargs={"batch_rows": config.run.read_batch_rows,
+                   "max_text_bytes": config.run.max_text_bytes})
+    for spec in config.stages:
+        res = spec.resources
+        common = dict(batch_size=res.batch_size, batch_format="pyarrow", num_cpus=res.num_cpus,
+                      num_gpus=res.num_gpus or None)
+        if spec.cls.stateful:
+            ds = ds.map_batches(
+                StageRunner, compute=ray.data.ActorPoolStrategy(size=res.concurrency),
+                fn_constructor_args=(spec.cls, spec.params, res), **common)
+        else:
+            ds = ds.map_batches(
+                run_stateless,
+                fn_kwargs={"stage_cls": spec.cls, "params": spec.params, "resources": res},
+                **common)
+    return ds.map_batches(
+        settle, batch_size=None, batch_format="pyarrow", num_cpus=SETTLE_CPUS,
+        fn_kwargs={"rules": config.filters, "out_dir": out_dir,
+                   "part_max_rows": config.run.part_max_rows})

@@ -1,0 +1,91 @@
+"""OUT/runs/<run_id>/manifest.json: what a run did, shard by shard, and the report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+
+from thresher.pipeline.write import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+_VERSIONED = ("thresher", "ray", "pyarrow", "numpy", "fasttext-numpy2-wheel", "kenlm",
+              "sentencepiece", "datatrove", "torch", "transformers", "vllm")
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def build(run_id, state, started, config, inputs, plan, tallies, violations) -> dict:
+    shards, reasons, errors, seconds = [], Counter(), Counter(), Counter()
+    for tally in tallies.values():
+        shard = tally.shard
+        shards.append({"path": shard.path, "key": shard.key, "size": shard.size,
+                       "fingerprint": shard.fingerprint, "error": shard.error,
+                       "complete": tally.complete or bool(shard.error), **tally.counts(),
+                       "drop_reasons": dict(tally.reasons)})
+        reasons.update(tally.reasons)
+        errors.update(tally.errors)
+        seconds.update(tally.stage_seconds)
+    totals = Counter()
+    for entry in shards:
+        totals.update({k: entry[k] for k in ("rows_in", "curated", "rejected", "quarantined")})
+    rows = totals["rows_in"]
+    finished = time.time()
+    return {
+        "run_id": run_id,
+        "state": state,
+        "started": _iso(started),
+        "finished": _iso(finished),
+        "seconds": round(finished - started, 3),
+        "inputs": list(inputs),
+        "plan": plan,
+        "config_source": config.source,
+        "config": config.raw,
+        "versions": versions(),
+        "totals": {k: totals[k] for k in ("rows_in", "curated", "rejected", "quarantined")},
+        "invariant": {"checked": "rows_in == curated + rejected + quarantined, per shard, "
+                                 "against the parts on disk",
+                      "ok": not violations and state in ("finished", "nothing-to-do"),
+                      "violations": violations},
+        # Worker seconds summed over all workers (not wall time), and rows per worker-second.
+        "stages": {name: {"worker_seconds": round(sec, 3), "rows": rows,
+                          "rows_per_worker_second": round(rows / sec, 1) if sec else None}
+                   for name, sec in seconds.items()},
+        "drop_reasons": dict(reasons.most_common()),
+        "quarantine_errors": dict(errors.most_common(50)),
+        "shards": shards,
+    }
+
+
+def write(out: Path, run_id, state, started, config, inputs, plan, tallies, violations):
+    """Write manifest.json and, when the run scored anything, report.html."""
+    run_dir = out / "runs" / run_id
+    data = build(run_id, state, started, config, inputs, plan, tallies, violations)
+    manifest_path = run_dir / "manifest.json"
+    write_text_atomic(manifest_path, json.dumps(data, indent=1, default=str))
+    report_path = None
+    if data["totals"]["rows_in"]:
+        from thresher.pipeline import report  # matplotlib: only when there is something to plot
+
+        try:
+            report_path = report.write(out, run_dir, data)
+        except Exception:  # a report must never cost the run its results
+            log.exception("could not write the report for run %s", run_id)
+    return manifest_path, report_path
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

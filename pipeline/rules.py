@@ -1,0 +1,68 @@
+"""Filter rules: `column op value` conditions a document must meet to be kept.
+
+A rule is written as the condition to keep (`lang_score >= 0.5`); a document that
+fails it gets the negation as its drop reason (`lang_score<0.5`), so that the
+reason says what the document had. A null score (the stage did not apply) passes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+_RULE = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(>=|<=|==|!=|>|<|not in|in)\s*(.+?)\s*$")
+_COMPARE = {">=": "greater_equal", ">": "greater", "<=": "less_equal", "<": "less",
+            "==": "equal", "!=": "not_equal"}
+_NEGATION = {">=": "<", ">": "<=", "<=": ">", "<": ">=", "==": "!=", "!=": "=",
+             "in": " not in ", "not in": " in "}
+
+
+@dataclass(frozen=True)
+class Rule:
+    column: str
+    op: str
+    value: object
+
+    @classmethod
+    def parse(cls, text: str) -> "Rule":
+        match = _RULE.match(str(text))
+        if not match:
+            raise ValueError(f"cannot parse filter rule {text!r}; write `column op value`, "
+                             f"op one of: >= > <= < == != in, not in")
+        column, op, raw = match.groups()
+        value = yaml.safe_load(raw)
+        if op in ("in", "not in"):
+            if not isinstance(value, list) or not value:
+                raise ValueError(f"rule {text!r}: `{op}` needs a non-empty list like [en, de]")
+        elif op in (">=", ">", "<=", "<"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"rule {text!r}: bad threshold {raw!r}, expected a number")
+        return cls(column, op, value)
+
+    def __str__(self) -> str:
+        return f"{self.column} {self.op} {_show(self.value)}"
+
+    @property
+    def reason(self) -> str:
+        """The drop reason of a document that fails this rule."""
+        return f"{self.column}{_NEGATION[self.op]}{_show(self.value)}"
+
+    def passes(self, table: pa.Table) -> pa.ChunkedArray:
+        """True where a row meets the rule; rows with a null value pass."""
+        column = table.column(self.column)
+        if self.op in ("in", "not in"):
+            hit = pc.is_in(column, value_set=pa.array(self.value, type=column.type))
+            result = hit if self.op == "in" else pc.invert(hit)
+        else:
+            result = getattr(pc, _COMPARE[self.op])(column, pa.scalar(self.value, column.type))
+        return pc.fill_null(result, True)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)

@@ -1,0 +1,254 @@
+"""One curation run: plan against the ledger, stream the DAG, account for every row.
+
+The driver holds only per-shard tallies (a few numbers per shard), never documents.
+A shard is marked done in the ledger the moment its tallies cover all its rows; at
+the end of the run the parts on disk are counted again against the ledger, and any
+shard whose rows do not add up fails the run loudly and is left to be redone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import secrets
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from thresher.pipeline import manifest as manifest_mod
+from thresher.pipeline.config import Config, load_config
+from thresher.pipeline.ledger import FINAL_STATES, Ledger
+from thresher.pipeline.shards import Shard, expand_inputs, inspect_shards, path_key
+from thresher.pipeline.write import OUTCOMES, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+class RunError(RuntimeError):
+    """The run could not finish; its message says what to do."""
+
+
+class InvariantError(RunError):
+    """Rows read != curated + rejected + quarantined for some shard."""
+
+
+@dataclass
+class Tally:
+    shard: Shard
+    rows: int = 0
+    curated: int = 0
+    rejected: int = 0
+    quarantined: int = 0
+    parts: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    stage_seconds: Counter = field(default_factory=Counter)
+
+    def add(self, row: dict) -> None:
+        for name in ("rows", "curated", "rejected", "quarantined", "parts"):
+            setattr(self, name, getattr(self, name) + row[name])
+        self.reasons.update(json.loads(row["reasons"]))
+        self.errors.update(json.loads(row["errors"]))
+        self.stage_seconds.update(json.loads(row["stage_seconds"]))
+
+    @property
+    def complete(self) -> bool:
+        return self.rows == self.shard.num_rows
+
+    def counts(self) -> dict:
+        return {"rows_in": self.rows, "curated": self.curated, "rejected": self.rejected,
+                "quarantined": self.quarantined}
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    state: str  # finished | nothing-to-do | failed | interrupted
+    out_dir: Path
+    totals: dict
+    manifest_path: Path
+    report_path: Path | None
+    plan: dict
+    violations: list[str] = field(default_factory=list)
+
+
+def curate(inputs: list[str], out_dir: str | Path, config: Config | None = None,
+           address: str | None = None, num_cpus: int | None = None,
+           progress: bool = True) -> RunResult:
+    """Curate `inputs` into `out_dir`: only shards the ledger has not finished."""
+    config = config or load_config()
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        return _run(inputs, out, config, address, num_cpus, progress)
+
+
+def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunResult:
+    started = time.time()
+    shards = inspect_shards(expand_inputs(inputs))
+    ledger = Ledger(out)
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
+    todo, plan = _plan(shards, ledger)
+    ledger.start_run(run_id, config.to_json())
+    log.info("run %s: %d shards in input: %s", run_id, len(shards),
+             ", ".join(f"{v} {k}" for k, v in plan.items() if v))
+    tallies: dict[str, Tally] = {}
+    state, violations = "nothing-to-do", []
+    try:
+        if todo:
+            state = "failed"
+            _clear_old_parts(out, todo)
+            readable = _settle_unreadable(run_id, out, todo, ledger, tallies)
+            if readable:
+                _stream(run_id, out, config, readable, ledger, tallies, address, num_cpus, progress)
+            violations = _verify_on_disk(run_id, out, tallies, ledger)
+            state = "finished"
+    except KeyboardInterrupt:
+        state = "interrupted"
+        raise
+    finally:
+        totals = _totals(tallies)
+        manifest_path, report_path = manifest_mod.write(
+            out, run_id, state, started, config, inputs, plan, tallies, violations)
+        ledger.finish_run(run_id, state, totals)
+        ledger.close()
+    result = RunResult(run_id, state, out, totals, manifest_path, report_path, plan, violations)
+    if violations:
+        raise InvariantError(
+            f"run {run_id}: rows do not add up for {len(violations)} shard(s): "
+            + "; ".join(violations[:5]) + f". They stay pending; see {manifest_path}")
+    return result
+
+
+def _plan(shards: list[Shard], ledger: Ledger) -> tuple[list[Shard], dict]:
+    todo, plan = [], Counter(new=0, changed=0, resumed=0, done=0)
+    for shard in shards:
+        known = ledger.get(shard.path)
+        if known is None:
+            plan["new"] += 1
+        elif known["fingerprint"] != shard.fingerprint:
+            plan["changed"] += 1
+        elif known["state"] in FINAL_STATES:
+            plan["done"] += 1
+            continue
+        else:
+            plan["resumed"] += 1
+        todo.append(shard)
+    return todo, dict(plan)
+
+
+def _clear_old_parts(out: Path, shards: list[Shard]) -> None:
+    """Remove what earlier runs wrote for shards about to be (re)processed: parts of
+    a crashed run, or of a shard whose content changed. This is what keeps a rerun
+    free of duplicates."""
+    removed = 0
+    for shard in shards:
+        for outcome in OUTCOMES:
+            for part in (out / outcome).glob(f"part-{path_key(shard.path)}-*.parquet"):
+                part.unlink()
+                removed += 1
+        for note in (out / "quarantine").glob(f"shard-{path_key(shard.path)}-*.json"):
+            note.unlink()
+            removed += 1
+    if removed:
+        log.info("removed %d output parts left by earlier runs of these shards", removed)
+
+
+def _settle_unreadable(run_id, out: Path, todo, ledger, tallies) -> list[Shard]:
+    """Quarantine shards that cannot be read at all and finish empty ones; return
+    the shards for the DAG."""
+    readable = []
+    for shard in todo:
+        tally = tallies[shard.key] = Tally(shard)
+        if shard.error:
+            rows = shard.num_rows or 0
+            tally.rows = tally.quarantined = rows
+            tally.errors[shard.error[:120]] += 1
+            note = out / "quarantine" / f"shard-{shard.key}.json"
+            write_text_atomic(note, json.dumps({"path": shard.path, "rows": shard.num_rows,
+                                        "error": shard.error, "run_id": run_id}, indent=1))
+            log.warning("quarantined shard %s: %s", shard.path, shard.error)
+            ledger.finish_shard(run_id, shard.path, shard.size, shard.fingerprint,
+                                "quarantined", tally.counts(), shard.error)
+        elif shard.num_rows == 0:
+            log.warning("shard %s is empty (0 rows); nothing to do", shard.path)
+            ledger.finish_shard(run_id, shard.path, shard.size, shard.fingerprint, "done",
+                                tally.counts())
+        else:
+            ledger.claim(run_id, shard.path, shard.size, shard.fingerprint)
+            readable.append(shard)
+    return readable
+
+
+def _stream(run_id, out, config, shards, ledger, tallies, address, num_cpus, progress) -> None:
+    from thresher.pipeline import dag  # imports Ray: keep `thresher status` fast
+
+    dag.connect(address, num_cpus)
+    dataset = dag.build(shards, config, str(out), progress)
+    done = 0
+    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        for row in batch.to_pylist():
+            tally = tallies[row["shard"]]
+            tally.add(row)
+            if tally.rows > tally.shard.num_rows:
+                raise InvariantError(f"shard {tally.shard.path}: {tally.rows} rows accounted "
+                                     f"but it holds {tally.shard.num_rows}")
+            if tally.complete:
+                ledger.finish_shard(run_id, tally.shard.path, tally.shard.size,
+                                    tally.shard.fingerprint, "done", tally.counts())
+                done += 1
+                log.info("shard %d/%d done: %s (%d curated, %d rejected, %d quarantined)",
+                         done, len(shards), Path(tally.shard.path).name, tally.curated,
+                         tally.rejected, tally.quarantined)
+
+
+def _verify_on_disk(run_id, out: Path, tallies: dict[str, Tally], ledger: Ledger) -> list[str]:
+    """Count every part on disk again and compare with the tallies, shard by shard."""
+    on_disk: dict[str, Counter] = {}
+    for outcome in OUTCOMES:
+        for part in (out / outcome).glob("part-*.parquet"):
+            key = part.name[len("part-"):].rsplit("-", 1)[0]
+            if key not in tallies:
+                continue
+            if outcome == "quarantine":
+                rows = sum(pq.read_table(part, columns=["rows"]).column("rows").to_pylist())
+            else:
+                rows = pq.read_metadata(part).num_rows
+            on_disk.setdefault(key, Counter())[outcome] += rows
+    violations = []
+    for key, tally in tallies.items():
+        shard = tally.shard
+        if shard.error or shard.num_rows == 0:
+            continue
+        disk = on_disk.get(key, Counter())
+        found = (disk["curated"], disk["rejected"], disk["quarantine"])
+        expected = (tally.curated, tally.rejected, tally.quarantined)
+        if not tally.complete or found != expected or sum(found) != shard.num_rows:
+            violations.append(f"{shard.path}: {shard.num_rows} rows in, tallied "
+                              f"{tally.rows}, on disk curated/rejected/quarantined={found}")
+            ledger.claim(run_id, shard.path, shard.size, shard.fingerprint)  # redo next run
+    return violations
+
+
+def _totals(tallies: dict[str, Tally]) -> dict:
+    totals = Counter()
+    for tally in tallies.values():
+        totals.update(tally.counts())
+    return {k: totals[k] for k in ("rows_in", "curated", "rejected", "quarantined")}
+
+
+@contextmanager
+def _exclusive(out: Path):
+    """One run per output directory at a time."""
+    with open(out / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"another thresher run is writing to {out}; wait for it or use "
+                           "another --output") from None
+        yield

@@ -1,0 +1,55 @@
+"""The stage protocol (DESIGN.md section 3).
+
+A stage turns an Arrow batch into the same rows with more columns. It never drops
+rows and never imports the pipeline: the pipeline decides, stages only score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a stage asks of Ray."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    concurrency: int = 1  # actors in the pool (stages that hold a model)
+    batch_size: int = 512
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Resources":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown resource keys {sorted(unknown)}; known: {sorted(known)}")
+        res = cls(**values)
+        if res.num_cpus < 0 or res.num_gpus < 0 or res.concurrency < 1 or res.batch_size < 1:
+            raise ValueError(f"resources out of range: {res}")
+        return res
+
+
+class Stage:
+    """Base class: subclasses set `name` and `columns`, load models in `setup`."""
+
+    name: ClassVar[str]
+    columns: ClassVar[dict[str, pa.DataType]]  # what __call__ adds, by type
+    stateful: ClassVar[bool] = True  # holds a model: runs as a Ray actor pool
+    default_resources: ClassVar[Resources] = Resources()
+
+    def __init__(self, resources: Resources | None = None):
+        self.resources = resources or self.default_resources
+
+    def setup(self) -> None:
+        """Load models; runs once per worker, never on the driver."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+    def empty_columns(self, num_rows: int) -> dict[str, pa.Array]:
+        """Null columns of the right types, for rows this stage did not score."""
+        return {col: pa.nulls(num_rows, typ) for col, typ in self.columns.items()}
