@@ -20,6 +20,11 @@ from thresher.pipeline.write import settle
 log = logging.getLogger(__name__)
 
 READ_CPUS = 0.25
+# What one read task holds at most (a batch of a row group, decoded). Declaring it
+# also keeps Ray from fusing the read into the first stage's operator: fused, the
+# read would run inside the stage's actors and Ray would bundle several one-row
+# shard descriptors into one call, so shards would finish together, not one by one.
+READ_MEMORY = 256 * 1024 * 1024
 SETTLE_CPUS = 0.25
 # No retry settings here on purpose: Ray Data restarts a dead stage actor and retries
 # its batch (max_restarts=-1, max_task_retries=-1), and Ray retries a task whose
@@ -49,6 +54,7 @@ def build(shards: list[Shard], config: Config, out_dir: str,
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(
         read_shards, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS,
+        memory=READ_MEMORY,
         fn_kwargs={"batch_rows": config.run.read_batch_rows,
                    "max_text_bytes": config.run.max_text_bytes})
     for spec in config.stages:

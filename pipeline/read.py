@@ -43,7 +43,8 @@ def read_shard(path: str, key: str, *, batch_rows: int, max_text_bytes: int) -> 
                 row += table.num_rows
         except Exception as err:  # a corrupt page: keep the rest of the shard going
             if group_end > row:
-                message = f"row group {group} unreadable from row {row}: {type(err).__name__}: {err}"
+                detail = " ".join(str(err).split())
+                message = f"row group {group} unreadable from row {row}: {type(err).__name__}: {detail}"
                 yield lost_rows(parquet.schema_arrow, path, key, row, group_end - row, message)
             row = group_end
 

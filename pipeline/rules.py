@@ -59,7 +59,7 @@ class Rule:
             result = hit if self.op == "in" else pc.invert(hit)
         else:
             result = getattr(pc, _COMPARE[self.op])(column, pa.scalar(self.value, column.type))
-        return pc.fill_null(result, True)
+        return pc.or_kleene(pc.is_null(column), pc.fill_null(result, True))
 
 
 def _show(value: object) -> str:

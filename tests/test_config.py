@@ -1,0 +1,43 @@
+import pytest
+
+from thresher.pipeline.config import ConfigError, load_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_default_config_loads_with_lang_stage():
+    config = load_config()
+    assert [s.name for s in config.stages] == ["lang"]
+    assert str(config.filters[0]) == "lang_score >= 0.5"
+    assert config.stages[0].resources.num_cpus < 1  # leaves room for read on 2 cores
+
+
+@pytest.mark.parametrize("text, message", [
+    ("stages:\n  - stage: nosuch\n", "unknown stage 'nosuch'"),
+    ("stages:\n  - stage: lang\nfilters: ['lang_score >= lots']\n", "bad threshold"),
+    ("stages:\n  - stage: lang\n    model: /no/such/lid.bin\n", "not found"),
+    ("stages:\n  - stage: lang\n    colour: red\n", "colour"),
+    ("stages:\n  - stage: lang\nfilters: ['ccnet_ppl < 300']\n", "no configured stage adds"),
+    ("stages:\n  - stage: lang\n    resources: {gpus: 1}\n", "unknown resource keys"),
+    ("run:\n  max_text_bytes: -1\n", "positive integer"),
+    ("stagez: []\n", "unknown top-level keys"),
+    ("stages: [\n", "not valid YAML"),
+])
+def test_config_errors_name_the_problem(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(write(tmp_path, text))
+    assert str(tmp_path) in str(info.value)  # says which file
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_plugin_stage_by_import_path(tmp_path):
+    config = load_config(write(tmp_path, "stages:\n  - stage: 'faulty:RaiseOnMarker'\n"))
+    assert config.stages[0].name == "raiser"

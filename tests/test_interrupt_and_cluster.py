@@ -1,0 +1,89 @@
+"""Runs as separate processes: a driver killed with SIGKILL mid-run and resumed, and a
+run on a `ray start --head` cluster of the test's own (own temp dir and token)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import good_rows, write_shard
+from e2e_helpers import assert_each_row_once
+from thresher.pipeline.ledger import Ledger
+from thresher.pipeline.local_cluster import _ours, client_env, start_head, stop_head
+from thresher.pipeline.run import curate
+
+THRESHER = str(Path(sys.executable).with_name("thresher"))
+
+
+def done_count(out: Path) -> int:
+    if not (out / "ledger.sqlite").exists():
+        return 0
+    ledger = Ledger(out)
+    try:
+        return sum(r["state"] == "done" for r in ledger.shards())
+    finally:
+        ledger.close()
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_driver_killed_mid_run_then_rerun_accounts_every_row_once(tmp_path):
+    shards = []
+    for i in range(6):
+        rows = good_rows(160, f"s{i}")
+        if i >= 3:  # these take 10 batches x 1 s: the kill lands while they are in flight
+            rows = [{**r, "text": r["text"] + " SLOW"} for r in rows]
+        shards.append(write_shard(tmp_path / "crawl" / f"s{i}.parquet", rows))
+    config = tmp_path / "slow.yaml"
+    config.write_text("stages:\n  - stage: 'faulty:Slow'\n    seconds: 1.0\n")
+    out = tmp_path / "out"
+    driver = subprocess.Popen(
+        [THRESHER, "curate", "-i", str(tmp_path / "crawl"), "-o", str(out), "-c", str(config),
+         "--no-progress", "--num-cpus", "2"],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while done_count(out) < 1 and driver.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its in-process Ray, no clean-up
+    driver.wait()
+    done_before = done_count(out)
+    assert 1 <= done_before < 6, f"kill landed with {done_before}/6 shards done"
+
+    result = curate([str(tmp_path / "crawl")], out, progress=False)
+    assert result.plan["done"] == done_before
+    assert result.plan["resumed"] + result.plan["new"] == 6 - done_before
+    assert done_count(out) == 6
+    assert_each_row_once(out, shards)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_run_on_a_ray_start_head_cluster_then_only_new_shards(tmp_path):
+    cluster = tmp_path / "cluster"
+    address = start_head(cluster, port=free_port(), num_cpus=2)
+    try:
+        env = client_env(cluster)
+        crawl, out = tmp_path / "crawl", tmp_path / "out"
+        first = write_shard(crawl / "a.parquet", good_rows(20, "a"))
+        command = [THRESHER, "curate", "-i", str(crawl), "-o", str(out), "--no-progress",
+                   "--address", address]
+        run1 = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert run1.returncode == 0, run1.stderr[-3000:]
+        assert "20 rows in" in run1.stdout
+        second = write_shard(crawl / "b.parquet", good_rows(7, "b"))
+        run2 = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert run2.returncode == 0, run2.stderr[-3000:]
+        assert "7 rows in" in run2.stdout and "1 shards new, 1 shards done" in run2.stdout
+        assert f"connecting to the Ray cluster at {address}" in run2.stderr
+        assert_each_row_once(out, [first, second])
+    finally:
+        stop_head(cluster, grace=5)
+    assert not _ours(cluster.resolve()), "processes of the test cluster are still running"

@@ -1,0 +1,60 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from thresher.pipeline.rules import Rule
+from thresher.pipeline.write import decide, settle
+
+
+def scored(rows):
+    base = {"_count": 1, "_error": None, "_pre": None, "_t_lang": 0.01}
+    return pa.Table.from_pylist([{**base, **r} for r in rows], schema=pa.schema([
+        ("id", pa.string()), ("text", pa.string()), ("source_row", pa.int64()),
+        ("_shard", pa.string()), ("lang", pa.string()), ("lang_score", pa.float32()),
+        ("_count", pa.int64()), ("_error", pa.string()), ("_pre", pa.string()),
+        ("_t_lang", pa.float64())]))
+
+
+RULES = [Rule.parse("lang_score >= 0.5"), Rule.parse("lang in [en, de]")]
+
+
+def test_decide_takes_the_first_failing_rule_and_early_reasons_first():
+    table = scored([
+        {"lang": "en", "lang_score": 0.9}, {"lang": "fr", "lang_score": 0.2},
+        {"lang": "fr", "lang_score": 0.9}, {"lang": None, "lang_score": None, "_pre": "empty_text"},
+        {"lang": None, "lang_score": None, "_error": "text is null"}])
+    assert decide(table, RULES).to_pylist() == [
+        None, "lang_score<0.5", "lang not in [en,de]", "empty_text", None]
+
+
+def test_settle_writes_parts_per_shard_and_tallies(tmp_path):
+    table = scored([
+        {"id": "1", "text": "a", "source_row": 0, "_shard": "s1", "lang": "en", "lang_score": 0.9},
+        {"id": "2", "text": "b", "source_row": 1, "_shard": "s1", "lang": "fr", "lang_score": 0.9},
+        {"id": "3", "text": None, "source_row": 2, "_shard": "s1", "_error": "bad", "_count": 5},
+        {"id": "4", "text": "d", "source_row": 0, "_shard": "s2", "lang": "de", "lang_score": 0.8},
+    ])
+    tallies = {t["shard"]: t for t in settle(table, rules=RULES, out_dir=str(tmp_path),
+                                            part_max_rows=10).to_pylist()}
+    assert (tallies["s1"]["rows"], tallies["s1"]["curated"], tallies["s1"]["rejected"],
+            tallies["s1"]["quarantined"]) == (7, 1, 1, 5)
+    assert json.loads(tallies["s1"]["reasons"]) == {"lang not in [en,de]": 1}
+    assert json.loads(tallies["s1"]["stage_seconds"])["lang"] > 0
+    curated = pq.read_table(tmp_path / "curated" / "part-s1-0000000000.parquet")
+    assert curated.column("id").to_pylist() == ["1"]
+    assert not [c for c in curated.column_names if c.startswith("_") or c == "drop_reason"]
+    rejected = pq.read_table(tmp_path / "rejected" / "part-s1-0000000001.parquet")
+    assert rejected.column("drop_reason").to_pylist() == ["lang not in [en,de]"]
+    quarantine = pq.read_table(tmp_path / "quarantine" / "part-s1-0000000002.parquet")
+    assert quarantine.select(["error", "rows"]).to_pylist() == [{"error": "bad", "rows": 5}]
+    assert (tmp_path / "curated" / "part-s2-0000000000.parquet").exists()
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_parts_are_bounded_in_rows(tmp_path):
+    table = scored([{"id": str(i), "text": "t", "source_row": i, "_shard": "s", "lang": "en",
+                     "lang_score": 0.9} for i in range(25)])
+    settle(table, rules=RULES, out_dir=str(tmp_path), part_max_rows=10)
+    sizes = sorted(pq.read_metadata(p).num_rows for p in (tmp_path / "curated").iterdir())
+    assert sizes == [5, 10, 10]
