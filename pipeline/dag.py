@@ -43,8 +43,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     # A short temp dir of our own: Ray's socket paths must stay under ~100 bytes, and
     # `ray stop` elsewhere must not reach us.
+    # Loopback only: the embedded cluster has no business on the network.
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-             _temp_dir=f"/tmp/thresher-ray-{os.getuid()}", log_to_driver=False)
+             _node_ip_address="127.0.0.1", _temp_dir=f"/tmp/thresher-ray-{os.getuid()}",
+             log_to_driver=False)
 
 
 def build(shards: list[Shard], config: Config, out_dir: str,
