@@ -39,6 +39,27 @@ def models_home() -> Path:
     return Path(os.environ.get("THRESHER_MODELS", "models-data")).resolve()
 
 
+# Built-in model folders, built by `make setup` under models_home().
+BUILTIN_DIRS = {
+    "ccnet-default": "ccnet",  # cc_net lm_dir layout: <lang>.arpa.bin + <lang>.sp.model
+    "harm-default": "harm",  # word-level harmful KenLMs: <lang>.arpa.bin (+ <lang>.tau.json)
+}
+
+
+def resolve_dir(name: str) -> Path:
+    """A model folder: a built-in name (see BUILTIN_DIRS) or a path."""
+    if name in BUILTIN_DIRS:
+        path = models_home() / BUILTIN_DIRS[name]
+        if not path.is_dir():
+            raise ModelNotFound(f"built-in models {name!r} are not built at {path}; run "
+                                "`make setup` (or set THRESHER_MODELS to where they are)")
+        return path
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise ModelNotFound(f"model folder {name!r} does not exist")
+    return path.resolve()
+
+
 def resolve(name: str) -> Path:
     """Return the local file for a model name or path, or raise ModelNotFound."""
     if name in BUILTIN:

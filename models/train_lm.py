@@ -1,0 +1,111 @@
+"""Train KenLM models the cc_net way (SentencePiece + 5-gram on normalized text) or
+OSCAR's way (word-level on raw text, for the harmful-content filter).
+
+lmplz and build_binary come from the kenlm sdist, built by `make setup` into
+tools/kenlm/bin (or found on PATH, or in THRESHER_KENLM_BIN).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable
+
+import sentencepiece
+
+from thresher.models.normalize import normalize
+
+
+def kenlm_tool(name: str) -> str:
+    """Path of lmplz / build_binary, or a clear error saying how to get it."""
+    for folder in (os.environ.get("THRESHER_KENLM_BIN"), "tools/kenlm/bin"):
+        if folder and (Path(folder) / name).is_file():
+            return str(Path(folder) / name)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise FileNotFoundError(f"KenLM's {name} not found: run `make setup` (builds it into "
+                            "tools/kenlm/bin) or set THRESHER_KENLM_BIN")
+
+
+def corpus_lines(files: Iterable[str | Path], raw: bool) -> Iterable[str]:
+    """Non-empty lines of the corpus files, normalized unless `raw`."""
+    for file in files:
+        with open(file, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                line = line.strip() if raw else normalize(line)
+                if line:
+                    yield line
+
+
+def train_lm(lang: str, corpus: list[str | Path], out_dir: str | Path, order: int = 5,
+             vocab: int = 65536, sentencepiece_model: bool = True, raw: bool = False,
+             memory: str = "10%") -> dict:
+    """Write OUT/<lang>.arpa.bin (+ OUT/<lang>.sp.model) and OUT/<lang>.card.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="thresher-lm-") as tmp:
+        text = Path(tmp) / "corpus.txt"
+        lines = 0
+        with open(text, "w", encoding="utf-8") as handle:
+            for line in corpus_lines(corpus, raw):
+                handle.write(line + "\n")
+                lines += 1
+        if lines == 0:
+            raise ValueError(f"corpus {[str(c) for c in corpus]} has no text")
+        tokens = text
+        if sentencepiece_model:
+            sp_model = _train_sentencepiece(text, out / f"{lang}.sp", vocab)
+            tokens = Path(tmp) / "pieces.txt"
+            _encode_file(sp_model, text, tokens)
+        arpa = Path(tmp) / f"{lang}.arpa"
+        with open(tokens, "rb") as source, open(arpa, "wb") as target:
+            _run([kenlm_tool("lmplz"), "-o", str(order), "--discount_fallback", "-S", memory,
+                  "-T", tmp], stdin=source, stdout=target)
+        _run([kenlm_tool("build_binary"), str(arpa), str(out / f"{lang}.arpa.bin")])
+    card = {
+        "lang": lang, "kind": "sentencepiece+kenlm" if sentencepiece_model else "word kenlm",
+        "normalized": not raw, "order": order, "discount": "modified Kneser-Ney",
+        "vocab": _vocab_size(out / f"{lang}.sp.model") if sentencepiece_model else None,
+        "corpus": [str(c) for c in corpus], "lines": lines,
+        "corpus_bytes": sum(Path(c).stat().st_size for c in corpus),
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.time() - started, 1),
+    }
+    (out / f"{lang}.card.json").write_text(json.dumps(card, indent=1))
+    return card
+
+
+def _train_sentencepiece(text: Path, prefix: Path, vocab: int) -> Path:
+    # cc_net: unigram, character_coverage 0.9995. The vocabulary is a soft limit so a
+    # small reference corpus gets the vocabulary it can support.
+    sentencepiece.SentencePieceTrainer.Train(
+        input=str(text), model_prefix=str(prefix), vocab_size=vocab, model_type="unigram",
+        character_coverage=0.9995, hard_vocab_limit=False, input_sentence_size=2_000_000,
+        shuffle_input_sentence=True, minloglevel=2)
+    Path(f"{prefix}.vocab").unlink(missing_ok=True)
+    return Path(f"{prefix}.model")
+
+
+def _encode_file(model: Path, text: Path, out: Path) -> None:
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(model))
+    with open(text, encoding="utf-8") as source, open(out, "w", encoding="utf-8") as target:
+        for line in source:
+            target.write(" ".join(sp.Encode(line.rstrip("\n"), out_type=str)) + "\n")
+
+
+def _vocab_size(model: Path) -> int:
+    return sentencepiece.SentencePieceProcessor(model_file=str(model)).GetPieceSize()
+
+
+def _run(command: list[str], **kwargs) -> None:
+    result = subprocess.run(command, stderr=subprocess.PIPE, **kwargs)
+    if result.returncode:
+        raise RuntimeError(f"{Path(command[0]).name} failed ({result.returncode}): "
+                           + result.stderr.decode(errors="replace")[-1500:])

@@ -1,0 +1,119 @@
+"""Harmful-content filtering by perplexity (Jansen et al. 2022, "Perplexed by
+Quality"; DESIGN.md 4, `harm`).
+
+A KenLM trained only on harmful/adult text scores each document whole, newlines as
+spaces, no SentencePiece (OSCAR's production variant). A document whose perplexity is
+*below* tau looks like the harmful corpus: `harm_flag` is true and the default filter
+drops it. Optionally (`rule: xent`), the cross-entropy difference
+log(harmful ppl) - log(reference ppl) is compared with its own tau instead: it
+corrects for how hard a text is in general.
+
+Each language needs `<lang>.arpa.bin` in `models`; tau comes from the config, or from
+`<lang>.tau.json` written by `thresher models fit-tau` next to the model, or (when
+neither exists) is placed in the valley of a sample's log-perplexities.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyarrow as pa
+
+from thresher.models.harm_tau import valley_tau
+from thresher.models.kenlm_lm import WordLM
+from thresher.models.registry import resolve_dir
+from thresher.stages.base import Resources, Stage
+
+RULES = ("ppl", "xent")
+
+
+class HarmfulPerplexity(Stage):
+    name = "harm"
+    columns = {"harm_ppl": pa.float32(), "harm_xent": pa.float32(), "harm_flag": pa.bool_()}
+    default_resources = Resources(num_cpus=0.25, concurrency=1, batch_size=256)
+    calibration_columns = ("lang", "harm_ppl", "harm_xent")
+
+    def __init__(self, models: str = "harm-default", rule: str = "ppl",
+                 tau: float | dict | None = None, calibration_rows: int = 5000,
+                 resources: Resources | None = None):
+        super().__init__(resources)
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        self.models_dir = resolve_dir(models)
+        self.rule = rule
+        self.calibration_rows = calibration_rows
+        self.languages = {p.name[: -len(".arpa.bin")]: p
+                          for p in sorted(self.models_dir.glob("*.arpa.bin"))
+                          if not p.name.endswith(".ref.arpa.bin")}
+        if not self.languages:
+            raise ValueError(f"{self.models_dir} holds no <lang>.arpa.bin harmful model")
+        self.references = {lang: self.models_dir / f"{lang}.ref.arpa.bin" for lang in self.languages
+                           if (self.models_dir / f"{lang}.ref.arpa.bin").is_file()}
+        if rule == "xent" and set(self.references) != set(self.languages):
+            missing = sorted(set(self.languages) - set(self.references))
+            raise ValueError(f"rule xent needs a reference LM <lang>.ref.arpa.bin for {missing}")
+        self.tau = self._taus(tau)
+        self._lms: dict[str, WordLM] = {}
+        self._refs: dict[str, WordLM] = {}
+
+    def _taus(self, tau) -> dict[str, float]:
+        if isinstance(tau, (int, float)):
+            return dict.fromkeys(self.languages, float(tau))
+        taus = dict(tau or {})
+        for lang in self.languages:
+            card = self.models_dir / f"{lang}.tau.json"
+            if lang not in taus and card.is_file():
+                taus[lang] = json.loads(card.read_text())[self.rule]["tau"]
+        return {k: float(v) for k, v in taus.items()}
+
+    @property
+    def needs_calibration(self) -> bool:
+        return set(self.tau) != set(self.languages)
+
+    def calibrate(self, sample: pa.Table) -> dict:
+        """tau in the valley of each language's score distribution, where not given."""
+        column = "harm_ppl" if self.rule == "ppl" else "harm_xent"
+        taus = dict(self.tau)
+        for lang in self.languages:
+            if lang in taus:
+                continue
+            values = [v for l, v in zip(sample.column("lang").to_pylist(),
+                                        sample.column(column).to_pylist())
+                      if l == lang and v is not None]
+            taus[lang] = valley_tau(values, log=self.rule == "ppl")
+        return {"tau": taus}
+
+    def setup(self) -> None:
+        self._lms = {lang: WordLM(p) for lang, p in self.languages.items()}
+        self._refs = {lang: WordLM(p) for lang, p in self.references.items()}
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if not self._lms:
+            self.setup()
+        texts = batch.column("text").to_pylist()
+        langs = batch.column("lang").to_pylist()
+        n = len(texts)
+        ppl: list[float | None] = [None] * n
+        xent: list[float | None] = [None] * n
+        for lang, lm in self._lms.items():
+            rows = [i for i, l in enumerate(langs) if l == lang]
+            if not rows:
+                continue
+            subset = [texts[i] for i in rows]
+            for i, value in zip(rows, lm.perplexities(subset)):
+                ppl[i] = value
+            if lang in self._refs:
+                for i, ref in zip(rows, self._refs[lang].perplexities(subset)):
+                    xent[i] = math.log(ppl[i]) - math.log(ref)
+        flags = [self._flag(l, p, x) for l, p, x in zip(langs, ppl, xent)]
+        batch = batch.append_column("harm_ppl", pa.array(ppl, pa.float32()))
+        batch = batch.append_column("harm_xent", pa.array(xent, pa.float32()))
+        return batch.append_column("harm_flag", pa.array(flags, pa.bool_()))
+
+    def _flag(self, lang, ppl, xent) -> bool | None:
+        score = ppl if self.rule == "ppl" else xent
+        if score is None or lang not in self.tau:
+            return None
+        return score < self.tau[lang]
