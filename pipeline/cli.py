@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -62,6 +63,31 @@ def _parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="print the default config, or check one")
     config.add_argument("--check", metavar="FILE", help="validate FILE and print its stages")
     config.set_defaults(func=_config)
+
+    models = commands.add_parser("models", help="train and calibrate models")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    train = model_commands.add_parser(
+        "train-lm", help="train a KenLM (cc_net: normalized text, SentencePiece, 5-gram)")
+    train.add_argument("--lang", required=True)
+    train.add_argument("--corpus", nargs="+", required=True, help="text files, a line a unit")
+    train.add_argument("--out", required=True, help="writes <lang>.arpa.bin, <lang>.sp.model")
+    train.add_argument("--order", type=int, default=5)
+    train.add_argument("--vocab", type=int, default=65536, help="SentencePiece vocabulary "
+                                                                "(a soft limit)")
+    train.add_argument("--no-sp", action="store_true", help="word-level (OSCAR's harmful LMs)")
+    train.add_argument("--raw", action="store_true", help="do not normalize the text")
+    train.set_defaults(func=_train_lm)
+    fit = model_commands.add_parser("fit-tau", help="choose tau for a harmful-content KenLM")
+    fit.add_argument("--model", required=True, help="the harmful KenLM (<lang>.arpa.bin)")
+    fit.add_argument("--positive", help="harmful documents: text file, one document a line")
+    fit.add_argument("--negative", help="clean documents: text file, one document a line")
+    fit.add_argument("--unlabelled", help="a sample without labels: tau in the valley")
+    fit.add_argument("--reference", help="reference KenLM: also fit the cross-entropy rule")
+    fit.set_defaults(func=_fit_tau)
+    defaults = model_commands.add_parser("build-defaults", help="build the embedded run's models")
+    defaults.add_argument("--crawl", default="data/demo-crawl")
+    defaults.add_argument("--out", default="models-data")
+    defaults.set_defaults(func=_build_defaults)
 
     demo = commands.add_parser("demo-crawl", help="build the demo crawl from local material")
     demo.add_argument("--output", "-o", required=True)
@@ -133,6 +159,63 @@ def _config(args) -> int:
             print(f"keep if {rule}   (else drop_reason {rule.reason})")
         return 0
     print(default_config_text(), end="")
+    return 0
+
+
+def _train_lm(args) -> int:
+    from thresher.models.train_lm import train_lm
+
+    for path in args.corpus:
+        if not Path(path).is_file():
+            raise InputError(f"corpus file {path} does not exist")
+    card = train_lm(args.lang, args.corpus, args.out, order=args.order, vocab=args.vocab,
+                    sentencepiece_model=not args.no_sp, raw=args.raw)
+    print(json.dumps(card, indent=1))
+    return 0
+
+
+def _fit_tau(args) -> int:
+    import math
+
+    from thresher.models.harm_tau import sweep_tau, valley_tau
+    from thresher.models.kenlm_lm import WordLM
+
+    def documents(path):
+        if not Path(path).is_file():
+            raise InputError(f"{path} does not exist")
+        return [l for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip()]
+
+    model = Path(args.model)
+    harm = WordLM(model)
+    result: dict = {"model": str(model)}
+    if args.unlabelled:
+        result["ppl"] = {"tau": valley_tau(harm.perplexities(documents(args.unlabelled))),
+                         "method": "valley of log-perplexity (unlabelled sample)"}
+    elif args.positive and args.negative:
+        pos, neg = documents(args.positive), documents(args.negative)
+        pos_ppl, neg_ppl = harm.perplexities(pos), harm.perplexities(neg)
+        result["ppl"] = sweep_tau(pos_ppl, neg_ppl)
+        if args.reference:
+            ref = WordLM(args.reference)
+            xent = [[math.log(h) - math.log(r) for h, r in zip(hs, ref.perplexities(d))]
+                    for hs, d in ((pos_ppl, pos), (neg_ppl, neg))]
+            result["xent"] = sweep_tau(xent[0], xent[1], log=False)
+    else:
+        raise InputError("give --positive and --negative, or --unlabelled")
+    card = model.with_name(model.name.replace(".arpa.bin", "") + ".tau.json")
+    card.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    print(f"thresher: wrote {card}", file=sys.stderr)
+    return 0
+
+
+def _build_defaults(args) -> int:
+    from thresher.pipeline.default_models import build_default_models
+
+    summary = build_default_models(Path(args.crawl), Path(args.out))
+    print(f"thresher: default models in {args.out}: CCNet LMs for "
+          f"{', '.join(sorted(summary['ccnet']))}; Spanish harmful LM (test macro-F1 "
+          f"{summary['harm']['ppl']['test']['macro_f1']:.3f} with the perplexity rule)")
     return 0
 
 

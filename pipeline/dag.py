@@ -51,14 +51,23 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
 
 def build(shards: list[Shard], config: Config, out_dir: str,
           progress: bool = True) -> ray.data.Dataset:
+    """The whole run: read, stages, then decide and write (one tally row per shard)."""
     ray.data.DataContext.get_current().enable_progress_bars = progress
+    return scored(shards, config).map_batches(
+        settle, batch_size=None, batch_format="pyarrow", num_cpus=SETTLE_CPUS,
+        fn_kwargs={"rules": config.filters, "out_dir": out_dir,
+                   "part_max_rows": config.run.part_max_rows})
+
+
+def scored(shards: list[Shard], config: Config, rows_per_shard: int | None = None):
+    """Read (at most rows_per_shard rows of each shard) and run every stage."""
     items = [{"path": s.path, "key": s.key} for s in shards]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(
         read_shards, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS,
         memory=READ_MEMORY,
         fn_kwargs={"batch_rows": config.run.read_batch_rows,
-                   "max_text_bytes": config.run.max_text_bytes})
+                   "max_text_bytes": config.run.max_text_bytes, "limit": rows_per_shard})
     for spec in config.stages:
         res = spec.resources
         common = dict(batch_size=res.batch_size, batch_format="pyarrow", num_cpus=res.num_cpus,
@@ -72,7 +81,4 @@ def build(shards: list[Shard], config: Config, out_dir: str,
                 run_stateless,
                 fn_kwargs={"stage_cls": spec.cls, "params": spec.params, "resources": res},
                 **common)
-    return ds.map_batches(
-        settle, batch_size=None, batch_format="pyarrow", num_cpus=SETTLE_CPUS,
-        fn_kwargs={"rules": config.filters, "out_dir": out_dir,
-                   "part_max_rows": config.run.part_max_rows})
+    return ds

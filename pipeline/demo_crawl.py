@@ -16,6 +16,7 @@ Sources (each row has `source` and a stable pseudo-URL under .invalid):
 from __future__ import annotations
 
 import bz2
+import codecs
 import glob
 import hashlib
 import json
@@ -39,7 +40,7 @@ FORTUNES = "/usr/share/games/fortunes"
 FORTUNE_DIRS = {"": "en", "de": "de", "es": "es", "es/off": "es"}  # no `it`, by request
 CRAWL = "demo-2026-11"
 DATE = "2026-11-01"
-BUILD_VERSION = 1  # bump when the recipe changes, so `make` rebuilds
+BUILD_VERSION = 2  # bump when the recipe changes, so `make` rebuilds
 
 
 def build_demo_crawl(out: Path, shards: int = 8, seed: int = 0, max_pages: int | None = None) -> list[Path]:
@@ -152,16 +153,18 @@ def fortunes() -> Iterator[dict]:
             if not name.endswith(".u8") and os.path.exists(path + ".u8"):
                 continue  # the .u8 twin is the UTF-8 one
             source = "fortunes-es-off" if sub == "es/off" else f"fortunes-{lang}"
-            for i, text in enumerate(_read_fortunes(path)):
+            for i, text in enumerate(_read_fortunes(path, rot13=sub.endswith("off"))):
                 yield _doc(source, f"{sub}/{name.removesuffix('.u8')}/{i}", text)
 
 
-def _read_fortunes(path: str) -> list[str]:
+def _read_fortunes(path: str, rot13: bool = False) -> list[str]:
     raw = open(path, "rb").read()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
+    if rot13:  # offensive fortunes are stored ROT13-encoded (`fortune -o` decodes them)
+        text = codecs.decode(text, "rot13")
     return [f.strip() for f in text.split("\n%\n") if f.strip()]
 
 

@@ -24,10 +24,20 @@ import pyarrow.parquet as pq
 INTERNAL = ("_shard", "_count", "_error", "_pre")
 
 
-def read_shards(batch: pa.Table, *, batch_rows: int, max_text_bytes: int) -> Iterator[pa.Table]:
+def read_shards(batch: pa.Table, *, batch_rows: int, max_text_bytes: int,
+                limit: int | None = None) -> Iterator[pa.Table]:
     """Ray map_batches UDF: a batch of (path, key) items -> the shards' rows."""
     for path, key in zip(batch.column("path").to_pylist(), batch.column("key").to_pylist()):
-        yield from read_shard(path, key, batch_rows=batch_rows, max_text_bytes=max_text_bytes)
+        rows = read_shard(path, key, batch_rows=batch_rows, max_text_bytes=max_text_bytes)
+        yield from (rows if limit is None else _first_rows(rows, limit))
+
+
+def _first_rows(tables: Iterator[pa.Table], limit: int) -> Iterator[pa.Table]:
+    for table in tables:
+        if limit <= 0:
+            return
+        yield table.slice(0, limit)
+        limit -= table.num_rows
 
 
 def read_shard(path: str, key: str, *, batch_rows: int, max_text_bytes: int) -> Iterator[pa.Table]:

@@ -98,14 +98,19 @@ def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunR
     log.info("run %s: %d shards in input: %s", run_id, len(shards),
              ", ".join(f"{v} {k}" for k, v in plan.items() if v))
     tallies: dict[str, Tally] = {}
-    state, violations = "nothing-to-do", []
+    state, violations, calibration = "nothing-to-do", [], {}
     try:
         if todo:
             state = "failed"
             _clear_old_parts(out, todo)
             readable = _settle_unreadable(run_id, out, todo, ledger, tallies)
             if readable:
-                _stream(run_id, out, config, readable, ledger, tallies, address, num_cpus, progress)
+                from thresher.pipeline import dag  # imports Ray: keep `thresher status` fast
+                from thresher.pipeline.calibrate import calibrate
+
+                dag.connect(address, num_cpus)
+                config, calibration = calibrate(config, readable, out, run_id)
+                _stream(run_id, out, config, readable, ledger, tallies, progress)
             violations = _verify_on_disk(run_id, out, tallies, ledger)
             state = "finished"
     except KeyboardInterrupt:
@@ -114,7 +119,7 @@ def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunR
     finally:
         totals = _totals(tallies)
         manifest_path, report_path = manifest_mod.write(
-            out, run_id, state, started, config, inputs, plan, tallies, violations)
+            out, run_id, state, started, config, inputs, plan, tallies, violations, calibration)
         ledger.finish_run(run_id, state, totals)
         ledger.close()
     result = RunResult(run_id, state, out, totals, manifest_path, report_path, plan, violations)
@@ -185,10 +190,9 @@ def _settle_unreadable(run_id, out: Path, todo, ledger, tallies) -> list[Shard]:
     return readable
 
 
-def _stream(run_id, out, config, shards, ledger, tallies, address, num_cpus, progress) -> None:
-    from thresher.pipeline import dag  # imports Ray: keep `thresher status` fast
+def _stream(run_id, out, config, shards, ledger, tallies, progress) -> None:
+    from thresher.pipeline import dag
 
-    dag.connect(address, num_cpus)
     dataset = dag.build(shards, config, str(out), progress)
     done = 0
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):

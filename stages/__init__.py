@@ -6,9 +6,12 @@ from __future__ import annotations
 import importlib
 
 from thresher.stages.base import Resources, Stage
+from thresher.stages.ccnet import CCNetPerplexity
+from thresher.stages.harm import HarmfulPerplexity
 from thresher.stages.lang import LanguageID
 
-STAGES: dict[str, type[Stage]] = {cls.name: cls for cls in (LanguageID,)}
+STAGES: dict[str, type[Stage]] = {
+    cls.name: cls for cls in (LanguageID, CCNetPerplexity, HarmfulPerplexity)}
 
 
 def stage_class(name: str) -> type[Stage]:

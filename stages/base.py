@@ -44,6 +44,15 @@ class Stage:
     def __init__(self, resources: Resources | None = None):
         self.resources = resources or self.default_resources
 
+    # Calibration (see pipeline/calibrate.py): a stage that needs values estimated
+    # from the data sets needs_calibration, names the columns it needs from a sample
+    # in calibration_columns, and turns that sample into parameters in calibrate().
+    needs_calibration: bool = False
+    calibration_columns: tuple[str, ...] = ()
+
+    def calibrate(self, sample: pa.Table) -> dict:
+        raise NotImplementedError
+
     def setup(self) -> None:
         """Load models; runs once per worker, never on the driver."""
 

@@ -1,0 +1,72 @@
+"""Calibration: values a stage needs from the data itself before the full run, such
+as CCNet's per-language perplexity cut-offs or the harmful filter's tau.
+
+One pass over a bounded sample (the first rows of each shard) runs every stage with
+what it has, and brings back only the calibration columns (scores, never text) to
+the driver; each stage then turns them into parameters. The values are saved in
+OUT/calibration.json and reused by later runs with the same stage parameters, so a
+new crawl is bucketed with the same cut-offs as the crawls before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+
+from thresher.pipeline.config import Config
+from thresher.pipeline.shards import Shard
+from thresher.pipeline.write import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tuple[Config, dict]:
+    """The config with calibrated stage parameters, and what was done (for the manifest)."""
+    path = out / "calibration.json"
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    report, pending = {}, []
+    specs = list(config.stages)
+    for i, spec in enumerate(specs):
+        stage = spec.build()
+        if not getattr(stage, "needs_calibration", False):
+            continue
+        key = _params_key(spec.params)
+        if spec.name in saved and saved[spec.name]["key"] == key:
+            specs[i] = replace(spec, params={**spec.params, **saved[spec.name]["values"]})
+            report[spec.name] = {"source": f"saved by run {saved[spec.name]['run_id']}",
+                                 "values": saved[spec.name]["values"]}
+        else:
+            pending.append((i, stage, key))
+    if pending:
+        sample = _sample(config, shards, [s for _, s, _ in pending])
+        for i, stage, key in pending:
+            values = stage.calibrate(sample)
+            spec = specs[i]
+            specs[i] = replace(spec, params={**spec.params, **values})
+            saved[spec.name] = {"key": key, "values": values, "run_id": run_id,
+                                "sample_rows": sample.num_rows}
+            report[spec.name] = {"source": f"estimated on a sample of {sample.num_rows} rows",
+                                 "values": values}
+            log.info("calibrated %s on %d sampled rows: %s", spec.name, sample.num_rows, values)
+        write_text_atomic(path, json.dumps(saved, indent=1))
+    return replace(config, stages=specs), report
+
+
+def _sample(config: Config, shards: list[Shard], stages) -> pa.Table:
+    from thresher.pipeline import dag
+
+    wanted = max(getattr(s, "calibration_rows", 5000) for s in stages)
+    per_shard = max(50, -(-wanted // max(1, len(shards))))
+    columns = sorted({c for s in stages for c in s.calibration_columns})
+    dataset = dag.scored(shards, config, rows_per_shard=per_shard).select_columns(columns)
+    rows = dataset.take_all()
+    return pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([]) for c in columns})
+
+
+def _params_key(params: dict) -> str:
+    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
