@@ -29,7 +29,7 @@ def versions() -> dict:
 
 
 def build(run_id, state, started, config, inputs, plan, tallies, violations,
-          calibration=None) -> dict:
+          extra: dict | None = None) -> dict:
     shards, reasons, errors, seconds = [], Counter(), Counter(), Counter()
     for tally in tallies.values():
         shard = tally.shard
@@ -65,8 +65,9 @@ def build(run_id, state, started, config, inputs, plan, tallies, violations,
         "stages": {name: {"worker_seconds": round(sec, 3), "rows": rows,
                           "rows_per_worker_second": round(rows / sec, 1) if sec else None}
                    for name, sec in seconds.items()},
-        # Values estimated from the data (CCNet cut-offs, harmful tau) and where from.
-        "calibration": calibration or {},
+        # calibration: values estimated from the data (CCNet cut-offs, harmful tau) and
+        # where from; stage_settings: each stage's models, thresholds and their sources.
+        **(extra or {}),
         "drop_reasons": dict(reasons.most_common()),
         "quarantine_errors": dict(errors.most_common(50)),
         "shards": shards,
@@ -74,10 +75,10 @@ def build(run_id, state, started, config, inputs, plan, tallies, violations,
 
 
 def write(out: Path, run_id, state, started, config, inputs, plan, tallies, violations,
-          calibration=None):
+          extra: dict | None = None):
     """Write manifest.json and, when the run scored anything, report.html."""
     run_dir = out / "runs" / run_id
-    data = build(run_id, state, started, config, inputs, plan, tallies, violations, calibration)
+    data = build(run_id, state, started, config, inputs, plan, tallies, violations, extra)
     manifest_path = run_dir / "manifest.json"
     write_text_atomic(manifest_path, json.dumps(data, indent=1, default=str))
     report_path = None

@@ -98,7 +98,7 @@ def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunR
     log.info("run %s: %d shards in input: %s", run_id, len(shards),
              ", ".join(f"{v} {k}" for k, v in plan.items() if v))
     tallies: dict[str, Tally] = {}
-    state, violations, calibration = "nothing-to-do", [], {}
+    state, violations, calibration, settings = "nothing-to-do", [], {}, {}
     try:
         if todo:
             state = "failed"
@@ -110,6 +110,7 @@ def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunR
 
                 dag.connect(address, num_cpus)
                 config, calibration = calibrate(config, readable, out, run_id)
+                settings = {spec.name: spec.build().describe() for spec in config.stages}
                 _stream(run_id, out, config, readable, ledger, tallies, progress)
             violations = _verify_on_disk(run_id, out, tallies, ledger)
             state = "finished"
@@ -119,7 +120,8 @@ def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunR
     finally:
         totals = _totals(tallies)
         manifest_path, report_path = manifest_mod.write(
-            out, run_id, state, started, config, inputs, plan, tallies, violations, calibration)
+            out, run_id, state, started, config, inputs, plan, tallies, violations,
+            {"calibration": calibration, "stage_settings": settings})
         ledger.finish_run(run_id, state, totals)
         ledger.close()
     result = RunResult(run_id, state, out, totals, manifest_path, report_path, plan, violations)

@@ -53,6 +53,10 @@ class Stage:
     def calibrate(self, sample: pa.Table) -> dict:
         raise NotImplementedError
 
+    def describe(self) -> dict:
+        """What the run manifest records about this stage: models, thresholds, sources."""
+        return {}
+
     def setup(self) -> None:
         """Load models; runs once per worker, never on the driver."""
 

@@ -52,6 +52,11 @@ class CCNetPerplexity(Stage):
         """Cut-offs per language from the perplexities of a sample of the run."""
         return {"cutoffs": estimate_cutoffs(sample, self.head_percentile, self.tail_percentile)}
 
+    def describe(self) -> dict:
+        return {"lm_dir": str(self.lm_dir), "languages": sorted(self.languages),
+                "percentiles": [self.head_percentile, self.tail_percentile],
+                "cutoffs": self.cutoffs}
+
     def setup(self) -> None:
         self._models = {lang: CCNetLM(lm, sp) for lang, (lm, sp) in self.languages.items()}
 

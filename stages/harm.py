@@ -59,14 +59,24 @@ class HarmfulPerplexity(Stage):
         self._refs: dict[str, WordLM] = {}
 
     def _taus(self, tau) -> dict[str, float]:
+        """tau per language: from the config, else from <lang>.tau.json (fit-tau)."""
+        self.tau_sources: dict[str, dict] = {}
         if isinstance(tau, (int, float)):
-            return dict.fromkeys(self.languages, float(tau))
+            tau = dict.fromkeys(self.languages, float(tau))
         taus = dict(tau or {})
+        for lang in taus:
+            self.tau_sources[lang] = {"method": "given in the config (or calibrated)"}
         for lang in self.languages:
             card = self.models_dir / f"{lang}.tau.json"
             if lang not in taus and card.is_file():
-                taus[lang] = json.loads(card.read_text())[self.rule]["tau"]
+                fitted = json.loads(card.read_text())[self.rule]
+                taus[lang] = fitted["tau"]
+                self.tau_sources[lang] = {"card": str(card), **fitted}
         return {k: float(v) for k, v in taus.items()}
+
+    def describe(self) -> dict:
+        return {"models": str(self.models_dir), "languages": sorted(self.languages),
+                "rule": self.rule, "tau": self.tau, "tau_sources": self.tau_sources}
 
     @property
     def needs_calibration(self) -> bool:

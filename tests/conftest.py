@@ -34,6 +34,17 @@ def good_rows(n: int, prefix: str = "doc") -> list[dict]:
              "url": f"https://example.invalid/{prefix}/{i}"} for i in range(n)]
 
 
+LANG_ONLY = "stages:\n  - stage: lang\nfilters: ['lang_score >= 0.5']\n"
+
+
+@pytest.fixture(scope="session")
+def lang_only_config(tmp_path_factory) -> Path:
+    """The engine tests' pipeline: language ID only, so they test the engine alone."""
+    path = tmp_path_factory.mktemp("config") / "lang.yaml"
+    path.write_text(LANG_ONLY)
+    return path
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One in-process Ray for the whole session, as the embedded default uses."""

@@ -9,11 +9,13 @@ def write(tmp_path, text):
     return path
 
 
-def test_default_config_loads_with_lang_stage():
+def test_default_config_runs_every_built_stage():
     config = load_config()
-    assert [s.name for s in config.stages] == ["lang"]
-    assert str(config.filters[0]) == "lang_score >= 0.5"
-    assert config.stages[0].resources.num_cpus < 1  # leaves room for read on 2 cores
+    assert [s.name for s in config.stages] == ["lang", "ccnet", "harm"]
+    assert [str(r) for r in config.filters] == [
+        "lang_score >= 0.5", "ccnet_bucket != tail", "harm_flag != True"]
+    # Actors leave room on 2 cores for the read and write tasks.
+    assert sum(s.resources.num_cpus * s.resources.concurrency for s in config.stages) < 2
 
 
 @pytest.mark.parametrize("text, message", [

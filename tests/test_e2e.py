@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import SENTENCES, good_rows, write_shard
+from conftest import LANG_ONLY, SENTENCES, good_rows, write_shard
 from e2e_helpers import assert_each_row_once, output_rows
 from thresher.pipeline.config import load_config
 from thresher.pipeline.ledger import Ledger
@@ -18,6 +18,10 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
 def run(inputs, out, config=None):
+    from thresher.pipeline.config import parse_config
+    import yaml
+
+    config = config or parse_config(yaml.safe_load(LANG_ONLY), "lang-only test config")
     return curate([str(p) for p in inputs], out, config, progress=False)
 
 

@@ -15,6 +15,7 @@ from conftest import good_rows, write_shard
 from e2e_helpers import assert_each_row_once
 from thresher.pipeline.ledger import Ledger
 from thresher.pipeline.local_cluster import _ours, client_env, start_head, stop_head
+from thresher.pipeline.config import load_config
 from thresher.pipeline.run import curate
 
 THRESHER = str(Path(sys.executable).with_name("thresher"))
@@ -53,7 +54,7 @@ def test_driver_killed_mid_run_then_rerun_accounts_every_row_once(tmp_path):
     done_before = done_count(out)
     assert 1 <= done_before < 6, f"kill landed with {done_before}/6 shards done"
 
-    result = curate([str(tmp_path / "crawl")], out, progress=False)
+    result = curate([str(tmp_path / "crawl")], out, load_config(config), progress=False)
     assert result.plan["done"] == done_before
     assert result.plan["resumed"] + result.plan["new"] == 6 - done_before
     assert done_count(out) == 6
@@ -66,7 +67,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_run_on_a_ray_start_head_cluster_then_only_new_shards(tmp_path):
+def test_run_on_a_ray_start_head_cluster_then_only_new_shards(tmp_path, lang_only_config):
     cluster = tmp_path / "cluster"
     address = start_head(cluster, port=free_port(), num_cpus=2)
     try:
@@ -74,7 +75,7 @@ def test_run_on_a_ray_start_head_cluster_then_only_new_shards(tmp_path):
         crawl, out = tmp_path / "crawl", tmp_path / "out"
         first = write_shard(crawl / "a.parquet", good_rows(20, "a"))
         command = [THRESHER, "curate", "-i", str(crawl), "-o", str(out), "--no-progress",
-                   "--address", address]
+                   "--address", address, "--config", str(lang_only_config)]
         run1 = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert run1.returncode == 0, run1.stderr[-3000:]
         assert "20 rows in" in run1.stdout

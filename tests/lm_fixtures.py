@@ -1,0 +1,33 @@
+"""Small KenLMs trained by the tests themselves (needs lmplz: `make setup`)."""
+
+from pathlib import Path
+
+import pytest
+
+from thresher.pipeline import demo_crawl
+from thresher.models.train_lm import train_lm
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    """An English cc_net-layout lm_dir trained on part of gensim's Wikipedia sample."""
+    out = tmp_path_factory.mktemp("lm")
+    lines = [p for doc in demo_crawl.wikipedia() for p in doc["text"].split("\n") if len(p) > 20]
+    corpus = out / "en.txt"
+    corpus.write_text("\n".join(lines[:4000]) + "\n", encoding="utf-8")
+    train_lm("en", [corpus], out, vocab=2000)
+    return out
+
+
+def datatrove_model(lm_dir: Path, lang: str):
+    """datatrove's KenlmModel reading our local files instead of downloading."""
+    import kenlm
+    import sentencepiece
+    from datatrove.utils.perplexity import KenlmModel, SentencePiece
+
+    model = KenlmModel(str(lm_dir), lang)
+    model._model = kenlm.Model(str(lm_dir / f"{lang}.arpa.bin"))
+    tokenizer = SentencePiece(str(lm_dir), lang)
+    tokenizer._model = sentencepiece.SentencePieceProcessor(model_file=str(lm_dir / f"{lang}.sp.model"))
+    model._tokenizer = tokenizer
+    return model
