@@ -11,6 +11,7 @@ TESTS = Path(__file__).parent
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in [str(TESTS / "plugins"), os.environ.get("PYTHONPATH", "")] if p)
 sys.path.insert(0, str(TESTS / "plugins"))
+sys.path.insert(0, str(TESTS.parent))  # for bench.peers: the peers tests compare with
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 SENTENCES = {

@@ -17,17 +17,3 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
     corpus.write_text("\n".join(lines[:4000]) + "\n", encoding="utf-8")
     train_lm("en", [corpus], out, vocab=2000)
     return out
-
-
-def datatrove_model(lm_dir: Path, lang: str):
-    """datatrove's KenlmModel reading our local files instead of downloading."""
-    import kenlm
-    import sentencepiece
-    from datatrove.utils.perplexity import KenlmModel, SentencePiece
-
-    model = KenlmModel(str(lm_dir), lang)
-    model._model = kenlm.Model(str(lm_dir / f"{lang}.arpa.bin"))
-    tokenizer = SentencePiece(str(lm_dir), lang)
-    tokenizer._model = sentencepiece.SentencePieceProcessor(model_file=str(lm_dir / f"{lang}.sp.model"))
-    model._tokenizer = tokenizer
-    return model

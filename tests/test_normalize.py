@@ -29,3 +29,13 @@ def test_strip_accents_keeps_base_letters():
 def test_order_digits_before_punct_map():
     # cc_net's table maps FULLWIDTH DIGIT ONE to '"', but digits become 0 first.
     assert normalize("１") == "0"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("हिन्दी", "हिनदी"),                          # the virama is Mn; vowel signs are Mc
+    ("العَرَبِيَّة", "العربية"),                       # Arabic harakat are Mn
+    ("x\U0001D167y \U000E0100z", "xy z"),          # combining marks beyond the BMP
+    ("𝒜", "𝒜"),                                    # a non-BMP letter stays
+])
+def test_combining_marks_in_every_plane_are_dropped(text, expected):
+    assert normalize(text) == expected
