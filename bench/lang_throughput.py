@@ -5,8 +5,9 @@
 Both sides read the same shards and run the same fastText lid.176 model:
   plain     one Python process: pyarrow reads each shard, fastText predicts, the
             table with `lang`/`lang_score` is written back as zstd Parquet
-  thresher  `curate()` with the default config: read, triage, lang, decide, write the
-            curated/rejected parts, ledger and manifest; Ray started before the clock
+  thresher  `curate()` with a language-ID-only config (lang, keep lang_score >= 0.5):
+            read, triage, lang, decide, write the curated/rejected parts, ledger,
+            manifest and report; Ray started before the clock
 Each side runs in its own child process; peak RSS is the largest sum of RSS over that
 child and all its descendants (Ray's raylet, workers, ...), sampled every 0.1 s.
 """
@@ -54,6 +55,7 @@ def thresher(inputs: list[str], num_cpus: int) -> dict:
     import pyarrow.parquet as pq
 
     from thresher.pipeline import dag
+    from thresher.pipeline.config import parse_config
     from thresher.pipeline.run import curate
     from thresher.pipeline.shards import expand_inputs
 
@@ -64,7 +66,9 @@ def thresher(inputs: list[str], num_cpus: int) -> dict:
     ray_seconds = time.perf_counter() - ray_start
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        result = curate(inputs, out, progress=False)
+        config = parse_config({"stages": [{"stage": "lang", "resources": {"concurrency": 2}}],
+                               "filters": ["lang_score >= 0.5"]}, "lang-only benchmark")
+        result = curate(inputs, out, config, progress=False)
         seconds = time.perf_counter() - start
     return {"docs": result.totals["rows_in"], "bytes": nbytes, "seconds": seconds,
             "ray_start_seconds": ray_seconds}

@@ -115,9 +115,9 @@ def _stage_spec(entry: object, index: int, source: str) -> StageSpec:
         resources = Resources.from_dict(
             {**vars(cls.default_resources), **(params.pop("resources", None) or {})})
         spec = StageSpec(name=cls.name, params=params, resources=resources, cls=cls)
-        spec.build()  # checks parameters and that model files exist
+        spec.build().check()  # parameters, model files exist and load
     except ModelNotFound as err:
         raise ConfigError(f"{where} ({name}): {err}") from None
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OSError, RuntimeError) as err:
         raise ConfigError(f"{where} ({name}): {err}") from None
     return spec

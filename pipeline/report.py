@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from pathlib import Path
 
 import matplotlib
@@ -117,15 +118,19 @@ def _per_language(curated: pa.Table, rejected: pa.Table) -> str:
 
 
 def _histogram(column: str, curated: pa.Table, rejected: pa.Table) -> str:
+    # Perplexities span orders of magnitude: plot them on a log scale.
+    log = column.endswith("_ppl")
+
     def values(table):
         if column not in table.column_names:
             return []
-        return table.column(column).drop_null().to_pylist()
+        found = table.column(column).drop_null().to_pylist()
+        return [math.log10(v) for v in found if v > 0] if log else found
 
     def draw(ax):
         ax.hist([values(curated), values(rejected)], bins=40, stacked=True,
                 label=["curated", "rejected"], color=["#2a7", "#d63"])
-        ax.set_title(f"{column} (sample)")
+        ax.set_title(f"{'log10 ' if log else ''}{column} (sample)")
         ax.legend()
     return _figure(draw)
 

@@ -53,6 +53,12 @@ class Stage:
     def calibrate(self, sample: pa.Table) -> dict:
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Fail early, on the driver, when a model file cannot be loaded; the config
+        check calls it so a corrupt or wrong file is an error at set-up, not mid-run.
+        The default loads what setup() loads."""
+        self.setup()
+
     def describe(self) -> dict:
         """What the run manifest records about this stage: models, thresholds, sources."""
         return {}

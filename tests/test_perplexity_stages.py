@@ -93,3 +93,24 @@ def test_cutoffs_estimated_once_then_reused_for_a_new_crawl(tmp_path, tiny_lm_di
     again = json.loads(second.manifest_path.read_text())["calibration"]["ccnet"]
     assert again["source"] == f"saved by run {first.run_id}"
     assert again["values"]["cutoffs"]["en"] == [head, tail]
+
+
+@pytest.mark.parametrize("victim", ["en.arpa.bin", "en.sp.model"])
+def test_a_corrupt_model_file_is_a_config_error_naming_it(tmp_path, tiny_lm_dir, victim):
+    lm_dir = tmp_path / "lm"
+    lm_dir.mkdir()
+    for name in ("en.arpa.bin", "en.sp.model"):
+        shutil.copy(tiny_lm_dir / name, lm_dir / name)
+    (lm_dir / victim).write_bytes(b"\x00not a model\x00" * 64)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"stages:\n  - stage: lang\n  - stage: ccnet\n    lm_dir: '{lm_dir}'\n")
+    with pytest.raises(ConfigError, match=victim.replace(".", r"\.")):
+        load_config(config)
+
+
+def test_a_50_mb_document_gets_a_defined_score(tiny_lm_dir):
+    from thresher.models.kenlm_lm import CCNetLM
+
+    huge = ("The river flows through the city. " * 1_550_000)[:50 * 2**20]
+    [ppl] = CCNetLM(tiny_lm_dir / "en.arpa.bin", tiny_lm_dir / "en.sp.model").perplexities([huge])
+    assert 1.0 < ppl < 1000.0
