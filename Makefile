@@ -54,8 +54,10 @@ $(KENLM)/bin/lmplz: | $(STAMPS)/apt $(STAMPS)/venv
 	rm -rf $(KENLM)/src $(KENLM)/build && mkdir -p $(KENLM)/src $(KENLM)/bin
 	$(BIN)/pip download -q --no-deps --no-binary kenlm kenlm==$(KENLM_VERSION) -d $(KENLM)/src
 	tar xzf $(KENLM)/src/kenlm-$(KENLM_VERSION).tar.gz -C $(KENLM)/src
-	cmake -S $(KENLM)/src/kenlm-$(KENLM_VERSION) -B $(KENLM)/build -DCMAKE_BUILD_TYPE=Release >/dev/null
-	cmake --build $(KENLM)/build --target lmplz build_binary -j$$(nproc) >/dev/null
+	@echo "building KenLM's lmplz and build_binary (about a minute; log: $(KENLM)/build.log)"
+	@( cmake -S $(KENLM)/src/kenlm-$(KENLM_VERSION) -B $(KENLM)/build -DCMAKE_BUILD_TYPE=Release \
+	  && cmake --build $(KENLM)/build --target lmplz build_binary -j$$(nproc) ) \
+	  > $(KENLM)/build.log 2>&1 || { tail -40 $(KENLM)/build.log; exit 1; }
 	cp $(KENLM)/build/bin/lmplz $(KENLM)/build/bin/build_binary $(KENLM)/bin/
 
 # Default models from local material: CCNet reference LMs and the Spanish harmful LM.

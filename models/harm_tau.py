@@ -12,7 +12,23 @@ the cross-entropy difference) is *below* tau.
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import numpy as np
+
+_MODEL_SUFFIXES = (".arpa.bin", ".binary", ".bin", ".arpa")
+
+
+def card_path(model: str | Path) -> Path:
+    """Where fit-tau writes, and the harm stage reads, a model's tau: next to it,
+    `es.arpa.bin` -> `es.tau.json` (also for OSCAR's `.binary` files)."""
+    model = Path(model)
+    name = model.name
+    for suffix in _MODEL_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return model.with_name(name + ".tau.json")
 
 
 def classify(scores: list[float], tau: float) -> np.ndarray:

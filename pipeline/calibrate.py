@@ -35,7 +35,7 @@ def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tu
         stage = spec.build()
         if not getattr(stage, "needs_calibration", False):
             continue
-        key = _params_key(spec.params)
+        key = _calibration_key(spec.params, stage.model_files())
         if spec.name in saved and saved[spec.name]["key"] == key:
             specs[i] = replace(spec, params={**spec.params, **saved[spec.name]["values"]})
             report[spec.name] = {"source": f"saved by run {saved[spec.name]['run_id']}",
@@ -68,5 +68,8 @@ def _sample(config: Config, shards: list[Shard], stages) -> pa.Table:
     return pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([]) for c in columns})
 
 
-def _params_key(params: dict) -> str:
-    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _calibration_key(params: dict, files: list[Path]) -> str:
+    """Same parameters and same model files (path, size, mtime) -> same calibration."""
+    stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    blob = json.dumps([params, stats], sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]

@@ -177,7 +177,7 @@ def _train_lm(args) -> int:
 def _fit_tau(args) -> int:
     import math
 
-    from thresher.models.harm_tau import sweep_tau, valley_tau
+    from thresher.models.harm_tau import card_path, sweep_tau, valley_tau
     from thresher.models.kenlm_lm import WordLM
 
     def documents(path):
@@ -202,7 +202,7 @@ def _fit_tau(args) -> int:
             result["xent"] = sweep_tau(xent[0], xent[1], log=False)
     else:
         raise InputError("give --positive and --negative, or --unlabelled")
-    card = model.with_name(model.name.replace(".arpa.bin", "") + ".tau.json")
+    card = card_path(model)
     card.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     print(f"thresher: wrote {card}", file=sys.stderr)

@@ -25,6 +25,7 @@ class RunOptions:
     read_batch_rows: int = 2048
     max_text_bytes: int = 5_000_000
     part_max_rows: int = 100_000
+    part_max_bytes: int = 256 * 1024 * 1024  # in memory (Arrow), before compression
 
 
 @dataclass

@@ -56,7 +56,8 @@ def build(shards: list[Shard], config: Config, out_dir: str,
     return scored(shards, config).map_batches(
         settle, batch_size=None, batch_format="pyarrow", num_cpus=SETTLE_CPUS,
         fn_kwargs={"rules": config.filters, "out_dir": out_dir,
-                   "part_max_rows": config.run.part_max_rows})
+                   "part_max_rows": config.run.part_max_rows,
+                   "part_max_bytes": config.run.part_max_bytes})
 
 
 def scored(shards: list[Shard], config: Config, rows_per_shard: int | None = None):

@@ -38,17 +38,19 @@ def decide(batch: pa.Table, rules: list[Rule]) -> pa.Array:
     return pc.if_else(pc.is_null(batch.column("_error")), reason, pa.scalar(None, pa.string()))
 
 
-def settle(batch: pa.Table, *, rules: list[Rule], out_dir: str, part_max_rows: int) -> pa.Table:
+def settle(batch: pa.Table, *, rules: list[Rule], out_dir: str, part_max_rows: int,
+           part_max_bytes: int = 256 * 1024 * 1024) -> pa.Table:
     """Ray map_batches UDF: decide, write parts, return tallies (TALLY_SCHEMA)."""
     batch = batch.append_column("drop_reason", decide(batch, rules))
     tallies = []
     for key in pc.unique(batch.column("_shard")).to_pylist():
         rows = batch.filter(pc.equal(batch.column("_shard"), key))
-        tallies.append(_settle_shard(rows, key, Path(out_dir), part_max_rows))
+        tallies.append(_settle_shard(rows, key, Path(out_dir), part_max_rows, part_max_bytes))
     return pa.Table.from_pylist(tallies, schema=TALLY_SCHEMA)
 
 
-def _settle_shard(rows: pa.Table, key: str, out: Path, part_max_rows: int) -> dict:
+def _settle_shard(rows: pa.Table, key: str, out: Path, part_max_rows: int,
+                  part_max_bytes: int) -> dict:
     quarantined = pc.is_valid(rows.column("_error"))
     rejected = pc.and_(pc.invert(quarantined), pc.is_valid(rows.column("drop_reason")))
     curated = pc.invert(pc.or_(quarantined, rejected))
@@ -72,12 +74,21 @@ def _settle_shard(rows: pa.Table, key: str, out: Path, part_max_rows: int) -> di
         .rename_columns({"_error": "error", "_count": "rows"}),
     }
     for outcome, table in outputs.items():
-        for start in range(0, table.num_rows, part_max_rows):
-            part = table.slice(start, part_max_rows)
+        per_part = _rows_per_part(table, part_max_rows, part_max_bytes)
+        for start in range(0, table.num_rows, per_part):
+            part = table.slice(start, per_part)
             first = part.column("source_row")[0].as_py()
             write_atomic(part, out / outcome / f"part-{key}-{first:010d}.parquet")
             tally["parts"] += 1
     return tally
+
+
+def _rows_per_part(table: pa.Table, max_rows: int, max_bytes: int) -> int:
+    """Rows per part so that a part stays under both bounds (bytes by the average row)."""
+    if table.num_rows == 0:
+        return max_rows
+    average = max(1, table.nbytes // table.num_rows)
+    return max(1, min(max_rows, max_bytes // average))
 
 
 def write_atomic(table: pa.Table, path: Path) -> None:

@@ -7,6 +7,7 @@ rows and never imports the pipeline: the pipeline decides, stages only score.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import ClassVar
 
 import pyarrow as pa
@@ -58,6 +59,11 @@ class Stage:
         check calls it so a corrupt or wrong file is an error at set-up, not mid-run.
         The default loads what setup() loads."""
         self.setup()
+
+    def model_files(self) -> list[Path]:
+        """The files this stage's scores depend on: saved calibration is reused only
+        while they are unchanged."""
+        return []
 
     def describe(self) -> dict:
         """What the run manifest records about this stage: models, thresholds, sources."""

@@ -52,6 +52,9 @@ class CCNetPerplexity(Stage):
         """Cut-offs per language from the perplexities of a sample of the run."""
         return {"cutoffs": estimate_cutoffs(sample, self.head_percentile, self.tail_percentile)}
 
+    def model_files(self) -> list[Path]:
+        return [f for pair in self.languages.values() for f in pair]
+
     def describe(self) -> dict:
         return {"lm_dir": str(self.lm_dir), "languages": sorted(self.languages),
                 "percentiles": [self.head_percentile, self.tail_percentile],

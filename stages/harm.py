@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from thresher.models.harm_tau import valley_tau
+from thresher.models.harm_tau import card_path, valley_tau
 from thresher.models.kenlm_lm import WordLM
-from thresher.models.registry import resolve_dir
+from thresher.models.registry import resolve, resolve_dir
 from thresher.stages.base import Resources, Stage
 
 RULES = ("ppl", "xent")
@@ -35,18 +35,22 @@ class HarmfulPerplexity(Stage):
     default_resources = Resources(num_cpus=0.25, concurrency=1, batch_size=256)
     calibration_columns = ("lang", "harm_ppl", "harm_xent")
 
-    def __init__(self, models: str = "harm-default", rule: str = "ppl",
+    def __init__(self, models: str | dict = "harm-default", rule: str = "ppl",
                  tau: float | dict | None = None, calibration_rows: int = 5000,
                  resources: Resources | None = None):
         super().__init__(resources)
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-        self.models_dir = resolve_dir(models)
         self.rule = rule
         self.calibration_rows = calibration_rows
-        self.languages = {p.name[: -len(".arpa.bin")]: p
-                          for p in sorted(self.models_dir.glob("*.arpa.bin"))
-                          if not p.name.endswith(".ref.arpa.bin")}
+        if isinstance(models, dict):  # {lang: file}: OSCAR's binaries under their own names
+            self.languages = {lang: resolve(path) for lang, path in models.items()}
+            self.models_dir = self.languages[next(iter(self.languages))].parent
+        else:
+            self.models_dir = resolve_dir(models)
+            self.languages = {p.name[: -len(".arpa.bin")]: p
+                              for p in sorted(self.models_dir.glob("*.arpa.bin"))
+                              if not p.name.endswith(".ref.arpa.bin")}
         if not self.languages:
             raise ValueError(f"{self.models_dir} holds no <lang>.arpa.bin harmful model")
         self.references = {lang: self.models_dir / f"{lang}.ref.arpa.bin" for lang in self.languages
@@ -66,13 +70,16 @@ class HarmfulPerplexity(Stage):
         taus = dict(tau or {})
         for lang in taus:
             self.tau_sources[lang] = {"method": "given in the config (or calibrated)"}
-        for lang in self.languages:
-            card = self.models_dir / f"{lang}.tau.json"
+        for lang, model in self.languages.items():
+            card = card_path(model)
             if lang not in taus and card.is_file():
                 fitted = json.loads(card.read_text())[self.rule]
                 taus[lang] = fitted["tau"]
                 self.tau_sources[lang] = {"card": str(card), **fitted}
         return {k: float(v) for k, v in taus.items()}
+
+    def model_files(self) -> list[Path]:
+        return [*self.languages.values(), *self.references.values()]
 
     def describe(self) -> dict:
         return {"models": str(self.models_dir), "languages": sorted(self.languages),

@@ -14,6 +14,8 @@ sys.path.insert(0, str(TESTS / "plugins"))
 sys.path.insert(0, str(TESTS.parent))  # for bench.peers: the peers tests compare with
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+pytest_plugins = ["lm_fixtures"]  # tiny_lm_dir: small KenLMs the tests train
+
 SENTENCES = {
     "en": "The committee published its annual report on the state of public libraries.",
     "de": "Der Ausschuss hat seinen Jahresbericht über die öffentlichen Bibliotheken veröffentlicht.",

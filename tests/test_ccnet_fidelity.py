@@ -7,7 +7,6 @@ import kenlm
 import pytest
 
 from bench.peers import datatrove_kenlm as datatrove_model
-from lm_fixtures import tiny_lm_dir  # noqa: F401 (fixture)
 from thresher.models.kenlm_lm import CCNetLM, WordLM
 from thresher.models.normalize import normalize
 

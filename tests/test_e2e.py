@@ -37,9 +37,9 @@ def test_bad_input_ends_in_quarantine_or_rejected_and_good_shards_finish(tmp_pat
     truncated = crawl / "truncated.parquet"
     truncated.write_bytes(good.read_bytes()[:-100])
     (crawl / "notes.parquet").write_text("this is a text file, not Parquet\n")
-    empty = write_shard(crawl / "empty.parquet", pa.table({"text": pa.array([], pa.string())}))
-    no_text = write_shard(crawl / "no_text.parquet", [{"body": "x"}] * 3)
-    int_text = write_shard(crawl / "int_text.parquet", pa.table({"text": [1, 2, 3, 4]}))
+    write_shard(crawl / "empty.parquet", pa.table({"text": pa.array([], pa.string())}))
+    write_shard(crawl / "no_text.parquet", [{"body": "x"}] * 3)
+    write_shard(crawl / "int_text.parquet", pa.table({"text": [1, 2, 3, 4]}))
     huge = "word " * (10 * 1024 * 1024)  # 50 MB
     mixed = write_shard(crawl / "mixed.parquet", [
         {"id": "a", "text": SENTENCES["en"]}, {"id": "b", "text": None},

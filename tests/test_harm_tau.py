@@ -31,3 +31,11 @@ def test_valley_refuses_a_single_mode():
     rng = np.random.default_rng(2)
     with pytest.raises(ValueError, match="single mode"):
         valley_tau(list(10 ** rng.normal(2.0, 0.05, 1000)), bins=10)
+
+
+def test_card_sits_next_to_the_model_whatever_its_suffix():
+    from thresher.models.harm_tau import card_path
+
+    assert card_path("/m/es.arpa.bin").as_posix() == "/m/es.tau.json"
+    assert card_path("/m/es.binary").as_posix() == "/m/es.tau.json"
+    assert card_path("/m/adult_es.arpa").as_posix() == "/m/adult_es.tau.json"

@@ -8,7 +8,6 @@ import pyarrow as pa
 import pytest
 
 from conftest import SENTENCES, write_shard
-from lm_fixtures import tiny_lm_dir  # noqa: F401 (fixture)
 from thresher.pipeline.config import ConfigError, load_config
 from thresher.pipeline.run import curate
 from thresher.stages.ccnet import CCNetPerplexity
@@ -93,6 +92,15 @@ def test_cutoffs_estimated_once_then_reused_for_a_new_crawl(tmp_path, tiny_lm_di
     again = json.loads(second.manifest_path.read_text())["calibration"]["ccnet"]
     assert again["source"] == f"saved by run {first.run_id}"
     assert again["values"]["cutoffs"]["en"] == [head, tail]
+
+    # A rebuilt model invalidates the saved cut-offs.
+    import os
+
+    os.utime(tiny_lm_dir / "en.arpa.bin", ns=(1, 1))
+    write_shard(tmp_path / "crawl" / "d.parquet", rows[30:90])
+    third = curate([str(tmp_path / "crawl")], out, load_config(config_path), progress=False)
+    fresh = json.loads(third.manifest_path.read_text())["calibration"]["ccnet"]
+    assert "estimated on a sample" in fresh["source"]
 
 
 @pytest.mark.parametrize("victim", ["en.arpa.bin", "en.sp.model"])

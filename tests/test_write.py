@@ -58,3 +58,12 @@ def test_parts_are_bounded_in_rows(tmp_path):
     settle(table, rules=RULES, out_dir=str(tmp_path), part_max_rows=10)
     sizes = sorted(pq.read_metadata(p).num_rows for p in (tmp_path / "curated").iterdir())
     assert sizes == [5, 10, 10]
+
+
+def test_parts_are_bounded_in_bytes(tmp_path):
+    table = scored([{"id": str(i), "text": "x" * 1000, "source_row": i, "_shard": "s",
+                     "lang": "en", "lang_score": 0.9} for i in range(30)])
+    settle(table, rules=RULES, out_dir=str(tmp_path), part_max_rows=100, part_max_bytes=10_000)
+    parts = list((tmp_path / "curated").iterdir())
+    assert len(parts) >= 3
+    assert sum(pq.read_metadata(p).num_rows for p in parts) == 30

@@ -1,0 +1,48 @@
+"""`thresher models train-lm` and `fit-tau`, as a user runs them."""
+
+import json
+
+from thresher.pipeline.cli import main
+from thresher.stages.harm import HarmfulPerplexity
+
+
+def test_train_lm_writes_cc_nets_layout_and_a_card(tmp_path):
+    corpus = tmp_path / "de.txt"
+    corpus.write_text("\n".join(f"Das ist der Satz Nummer {i} über Bücher und Städte." for i in
+                                range(300)), encoding="utf-8")
+    assert main(["models", "train-lm", "--lang", "de", "--corpus", str(corpus),
+                 "--out", str(tmp_path / "lm"), "--vocab", "300"]) == 0
+    card = json.loads((tmp_path / "lm" / "de.card.json").read_text())
+    assert card["order"] == 5 and card["normalized"] and card["lines"] == 300
+    assert (tmp_path / "lm" / "de.arpa.bin").exists() and (tmp_path / "lm" / "de.sp.model").exists()
+
+
+def test_train_lm_word_level_raw(tmp_path):
+    corpus = tmp_path / "x.txt"
+    corpus.write_text("\n".join(f"Palabra número {i} aquí" for i in range(200)), encoding="utf-8")
+    assert main(["models", "train-lm", "--lang", "es", "--corpus", str(corpus),
+                 "--out", str(tmp_path / "harm"), "--no-sp", "--raw"]) == 0
+    card = json.loads((tmp_path / "harm" / "es.card.json").read_text())
+    assert card["kind"] == "word kenlm" and not card["normalized"]
+    assert not (tmp_path / "harm" / "es.sp.model").exists()
+
+
+def test_fit_tau_writes_the_card_the_harm_stage_reads(tmp_path, tiny_lm_dir):
+    harmful = tmp_path / "pos.txt"
+    clean = tmp_path / "neg.txt"
+    harmful.write_text("zzq vvx plok\nqqq zzz xxv\nkkz vvq plk\n" * 5)
+    clean.write_text("the city is the capital of the province\nthe river flows through it\n" * 5)
+    model = tmp_path / "en.arpa.bin"
+    model.write_bytes((tiny_lm_dir / "en.arpa.bin").read_bytes())
+    assert main(["models", "fit-tau", "--model", str(model), "--positive", str(harmful),
+                 "--negative", str(clean)]) == 0
+    card = json.loads((tmp_path / "en.tau.json").read_text())
+    assert card["ppl"]["candidates"] == 100 and "macro-F1" in card["ppl"]["method"]
+    stage = HarmfulPerplexity(models={"en": str(model)})
+    assert stage.tau == {"en": card["ppl"]["tau"]}
+    assert stage.describe()["tau_sources"]["en"]["card"] == str(tmp_path / "en.tau.json")
+
+
+def test_fit_tau_needs_labels_or_a_sample(tmp_path, tiny_lm_dir, capsys):
+    assert main(["models", "fit-tau", "--model", str(tiny_lm_dir / "en.arpa.bin")]) == 2
+    assert "give --positive and --negative, or --unlabelled" in capsys.readouterr().err
