@@ -25,6 +25,10 @@ from thresher.pipeline.write import write_text_atomic
 log = logging.getLogger(__name__)
 
 
+class CalibrationError(ValueError):
+    """A stage could not estimate its values from the sample; says which and why."""
+
+
 def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tuple[Config, dict]:
     """The config with calibrated stage parameters, and what was done (for the manifest)."""
     path = out / "calibration.json"
@@ -33,7 +37,7 @@ def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tu
     specs = list(config.stages)
     for i, spec in enumerate(specs):
         stage = spec.build()
-        if not getattr(stage, "needs_calibration", False):
+        if not stage.needs_calibration:
             continue
         key = _calibration_key(spec.params, stage.model_files())
         if spec.name in saved and saved[spec.name]["key"] == key:
@@ -45,8 +49,12 @@ def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tu
     if pending:
         sample = _sample(config, shards, [s for _, s, _ in pending])
         for i, stage, key in pending:
-            values = stage.calibrate(sample)
             spec = specs[i]
+            try:
+                values = stage.calibrate(sample)
+            except ValueError as err:
+                raise CalibrationError(f"calibrating stage {spec.name} on {sample.num_rows} "
+                                       f"sampled rows failed: {err}") from None
             specs[i] = replace(spec, params={**spec.params, **values})
             saved[spec.name] = {"key": key, "values": values, "run_id": run_id,
                                 "sample_rows": sample.num_rows}

@@ -30,8 +30,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as err:
+        from thresher.pipeline.calibrate import CalibrationError
         from thresher.pipeline.run import RunError
 
+        if isinstance(err, CalibrationError):
+            print(f"thresher: error: {err}", file=sys.stderr)
+            return 2
         if isinstance(err, RunError):
             print(f"thresher: error: {err}", file=sys.stderr)
             return 1

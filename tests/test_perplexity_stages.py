@@ -122,3 +122,16 @@ def test_a_50_mb_document_gets_a_defined_score(tiny_lm_dir):
     huge = ("The river flows through the city. " * 1_550_000)[:50 * 2**20]
     [ppl] = CCNetLM(tiny_lm_dir / "en.arpa.bin", tiny_lm_dir / "en.sp.model").perplexities([huge])
     assert 1.0 < ppl < 1000.0
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_harm_without_tau_or_a_valley_is_a_clear_calibration_error(tmp_path, tiny_lm_dir):
+    from thresher.pipeline.calibrate import CalibrationError
+
+    folder = harm_dir(tmp_path, tiny_lm_dir)  # no tau card, no tau in the config
+    write_shard(tmp_path / "crawl" / "a.parquet", [{"id": f"d{i}", "text": WIKI_LIKE}
+                                                   for i in range(30)])
+    config = tmp_path / "c.yaml"
+    config.write_text(f"stages:\n  - stage: lang\n  - stage: harm\n    models: '{folder}'\n")
+    with pytest.raises(CalibrationError, match="calibrating stage harm .* failed: .*tau"):
+        curate([str(tmp_path / "crawl")], tmp_path / "out", load_config(config), progress=False)
