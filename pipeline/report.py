@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from thresher.pipeline.write import part_shard_key  # noqa: E402
+
 SAMPLE_ROWS = 200_000
 _NOT_SCORES = {"source_row", "rows"}
 
@@ -40,7 +42,7 @@ def write(out: Path, run_dir: Path, manifest: dict) -> Path:
 def _sample(folder: Path, keys: set[str]) -> pa.Table:
     tables, rows = [], 0
     for part in sorted(folder.glob("part-*.parquet")):
-        if part.name[len("part-"):].rsplit("-", 1)[0] not in keys:
+        if part_shard_key(part) not in keys:
             continue
         schema = pq.read_schema(part)
         columns = [f.name for f in schema if f.name != "text" and _scalar(f.type)]

@@ -24,7 +24,7 @@ from thresher.pipeline import manifest as manifest_mod
 from thresher.pipeline.config import Config, load_config
 from thresher.pipeline.ledger import FINAL_STATES, Ledger
 from thresher.pipeline.shards import Shard, expand_inputs, inspect_shards, path_key
-from thresher.pipeline.write import OUTCOMES, write_text_atomic
+from thresher.pipeline.write import OUTCOMES, part_shard_key, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def _verify_on_disk(run_id, out: Path, tallies: dict[str, Tally], ledger: Ledger
     on_disk: dict[str, Counter] = {}
     for outcome in OUTCOMES:
         for part in (out / outcome).glob("part-*.parquet"):
-            key = part.name[len("part-"):].rsplit("-", 1)[0]
+            key = part_shard_key(part)
             if key not in tallies:
                 continue
             if outcome == "quarantine":

@@ -78,7 +78,7 @@ def _settle_shard(rows: pa.Table, key: str, out: Path, part_max_rows: int,
         for start in range(0, table.num_rows, per_part):
             part = table.slice(start, per_part)
             first = part.column("source_row")[0].as_py()
-            write_atomic(part, out / outcome / f"part-{key}-{first:010d}.parquet")
+            write_atomic(part, out / outcome / part_name(key, first))
             tally["parts"] += 1
     return tally
 
@@ -91,25 +91,35 @@ def _rows_per_part(table: pa.Table, max_rows: int, max_bytes: int) -> int:
     return max(1, min(max_rows, max_bytes // average))
 
 
+def part_name(shard_key: str, first_row: int) -> str:
+    return f"part-{shard_key}-{first_row:010d}.parquet"
+
+
+def part_shard_key(part: Path) -> str:
+    """The shard key in a part's name (the inverse of part_name)."""
+    return part.name[len("part-"):].rsplit("-", 1)[0]
+
+
 def write_atomic(table: pa.Table, path: Path) -> None:
+    _write_atomic(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    _write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _write_atomic(path: Path, write) -> None:
     """Write under a temporary name in the same folder, fsync, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
     try:
         with open(tmp, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _head(message: str) -> str:
