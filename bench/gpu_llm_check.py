@@ -44,7 +44,10 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--engine", default="transformers", choices=["transformers", "vllm"])
     args = parser.parse_args()
+    if args.engine == "vllm":
+        return check_vllm(args.prompts)
     import torch
 
     from thresher.models.llm import Sampling
@@ -75,6 +78,36 @@ def main() -> int:
         print(f"batched == one by one (first 8, greedy): {same}")
         print(f"token counts positive: {all(g.completion_tokens > 0 for g in batched)}")
         return 0 if same and tokens > 0 else 1
+
+
+def check_vllm(prompts: int) -> int:
+    """The vLLM engine vs bare vllm LLM.chat on the same prompts: tokens/s of each."""
+    from vllm import SamplingParams
+
+    from thresher.models.llm import Sampling, load_engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tiny_model(Path(tmp))
+        engine = load_engine({"engine": "vllm", "model": tmp, "max_model_len": 512,
+                              "gpu_memory_utilization": 0.5, "batch_size": prompts})
+        conversations = [[{"role": "user", "content": " ".join(f"w{(i * 7 + j) % 2000}"
+                                                               for j in range(5 + i % 40))}]
+                         for i in range(prompts)]
+        engine.generate(conversations[:4], Sampling(max_new_tokens=8))  # warm-up
+        start = time.perf_counter()
+        ours = engine.generate(conversations, Sampling(max_new_tokens=64))
+        ours_s = time.perf_counter() - start
+        start = time.perf_counter()
+        bare = engine.llm.chat(conversations, SamplingParams(temperature=0, max_tokens=64),
+                               use_tqdm=False)
+        bare_s = time.perf_counter() - start
+        ours_tokens = sum(g.completion_tokens for g in ours)
+        bare_tokens = sum(len(r.outputs[0].token_ids) for r in bare)
+        print(f"vLLM engine: {ours_tokens} tokens in {ours_s:.2f} s: {ours_tokens / ours_s:,.0f} tokens/s")
+        print(f"bare LLM.chat: {bare_tokens} tokens in {bare_s:.2f} s: {bare_tokens / bare_s:,.0f} tokens/s")
+        same = [g.text for g in ours] == [r.outputs[0].text for r in bare]
+        print(f"same greedy texts: {same}")
+        return 0 if ours_tokens > 0 and same else 1
 
 
 if __name__ == "__main__":

@@ -80,3 +80,15 @@ def resolve(name: str) -> Path:
         raise ModelNotFound(f"model path {name!r} is not a file")
     known = ", ".join(sorted(BUILTIN))
     raise ModelNotFound(f"model {name!r} not found: give a local file path or one of: {known}")
+
+
+def resolve_model(name: str) -> Path:
+    """An LLM: a built-in name, a .gguf file, or a Hugging Face model folder (one with
+    config.json, e.g. a local copy of DataMan-1.5B-EN)."""
+    path = Path(name).expanduser()
+    if name not in BUILTIN and path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"model folder {name!r} has no config.json: not a Hugging "
+                                "Face model folder")
+        return path.resolve()
+    return resolve(name)

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.stages import Resources, Stage
+from thresher.stages.base import BatchFailure
 
 
 class StageRunner:
@@ -58,6 +59,9 @@ def _score_isolating(stage: Stage, table: pa.Table) -> tuple[list[pa.Table], lis
         return [], []
     try:
         out = stage(table)
+    except BatchFailure as err:  # the engine, not a document: no culprit to look for
+        message = pa.array([f"stage {stage.name}: {err}"] * table.num_rows, pa.string())
+        return [], [table.set_column(table.schema.get_field_index("_error"), "_error", message)]
     except Exception as err:  # a stage bug or a document it cannot handle
         if table.num_rows == 1:
             message = f"stage {stage.name}: {type(err).__name__}: {err}"

@@ -40,7 +40,8 @@ def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tu
         if not stage.needs_calibration:
             continue
         key = _calibration_key(spec.params, stage.model_files())
-        if spec.name in saved and saved[spec.name]["key"] == key:
+        if (spec.name in saved and saved[spec.name]["key"] == key
+                and stage.calibration_usable(saved[spec.name]["values"])):
             specs[i] = replace(spec, params={**spec.params, **saved[spec.name]["values"]})
             report[spec.name] = {"source": f"saved by run {saved[spec.name]['run_id']}",
                                  "values": saved[spec.name]["values"]}
@@ -51,7 +52,7 @@ def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tu
         for i, stage, key in pending:
             spec = specs[i]
             try:
-                values = stage.calibrate(sample)
+                values = stage.calibrate(sample, out / "calibration" / spec.name)
             except ValueError as err:
                 raise CalibrationError(f"calibrating stage {spec.name} on {sample.num_rows} "
                                        f"sampled rows failed: {err}") from None

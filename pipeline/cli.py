@@ -88,6 +88,24 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--unlabelled", help="a sample without labels: tau in the valley")
     fit.add_argument("--reference", help="reference KenLM: also fit the cross-entropy rule")
     fit.set_defaults(func=_fit_tau)
+    student = model_commands.add_parser(
+        "train-dataman-student", help="train the fastText DataMan student on teacher ratings")
+    student.add_argument("--annotations", required=True,
+                         help="Parquet or JSONL: text, dataman_<rating> x14, dataman_domain "
+                              "(and dataman_status; OUT/calibration/dataman/annotations.parquet "
+                              "has this layout)")
+    student.add_argument("--out", required=True, help="folder for the 15 models and card.json")
+    student.add_argument("--holdout", type=float, default=0.2,
+                         help="share of rows held out to measure agreement (default 0.2)")
+    student.set_defaults(func=_train_student)
+    serve = model_commands.add_parser(
+        "serve-llm", help="serve a local LLM over the OpenAI chat API (transformers engine)")
+    serve.add_argument("--model", default="smollm2-135m-instruct",
+                       help="a built-in name, a .gguf file or a model folder")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8011)
+    serve.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    serve.set_defaults(func=_serve_llm)
     defaults = model_commands.add_parser("build-defaults", help="build the embedded run's models")
     defaults.add_argument("--crawl", default="data/demo-crawl")
     defaults.add_argument("--out", default="models-data")
@@ -210,6 +228,56 @@ def _fit_tau(args) -> int:
     card.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     print(f"thresher: wrote {card}", file=sys.stderr)
+    return 0
+
+
+def _train_student(args) -> int:
+    import pyarrow as pa
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    from thresher.models.dataman import RATINGS, STATUS_OK
+    from thresher.models.dataman_student import train_student
+
+    path = Path(args.annotations)
+    if not path.is_file():
+        raise InputError(f"annotations {path} do not exist")
+    try:
+        table = pq.read_table(path) if path.suffix == ".parquet" else pj.read_json(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"cannot read annotations {path}: {err}") from None
+    needed = ["text", "dataman_domain"] + [f"dataman_{r}" for r in RATINGS]
+    missing = [c for c in needed if c not in table.column_names]
+    if missing:
+        raise InputError(f"annotations {path} lack columns {missing}")
+    if "dataman_status" not in table.column_names:
+        table = table.append_column("dataman_status", pa.array([STATUS_OK] * table.num_rows))
+    try:
+        card = train_student(table, Path(args.out), holdout=args.holdout)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    print(json.dumps(card["agreement"], indent=1))
+    print(f"thresher: DataMan student ({card['train_rows']} training rows, "
+          f"{card['held_out_rows']} held out) in {args.out}", file=sys.stderr)
+    return 0
+
+
+def _serve_llm(args) -> int:
+    from thresher.models.llm import load_engine
+    from thresher.models.llm.serve import make_server
+    from thresher.models.registry import ModelNotFound
+
+    try:
+        engine = load_engine({"engine": "transformers", "model": args.model,
+                              "device": args.device})
+    except (ModelNotFound, FileNotFoundError) as err:
+        raise InputError(str(err)) from None
+    server = make_server(engine, args.host, args.port)
+    print(f"thresher: serving {engine.name} at http://{args.host}:{args.port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
     return 0
 
 

@@ -64,5 +64,7 @@ class Rule:
 
 def _show(value: object) -> str:
     if isinstance(value, list):
-        return "[" + ",".join(str(v) for v in value) + "]"
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    if isinstance(value, bool):  # as the rule was written (YAML), not Python's True
+        return str(value).lower()
     return str(value)

@@ -7,11 +7,12 @@ import importlib
 
 from thresher.stages.base import Resources, Stage
 from thresher.stages.ccnet import CCNetPerplexity
+from thresher.stages.dataman import DataManRating
 from thresher.stages.harm import HarmfulPerplexity
 from thresher.stages.lang import LanguageID
 
 STAGES: dict[str, type[Stage]] = {
-    cls.name: cls for cls in (LanguageID, CCNetPerplexity, HarmfulPerplexity)}
+    cls.name: cls for cls in (LanguageID, CCNetPerplexity, HarmfulPerplexity, DataManRating)}
 
 
 def stage_class(name: str) -> type[Stage]:

@@ -34,6 +34,12 @@ class Resources:
         return res
 
 
+class BatchFailure(RuntimeError):
+    """The batch failed as a whole (an engine crashed or timed out on it again and
+    again), not one of its documents: the pipeline quarantines every row of the
+    batch with this message instead of splitting it to find a culprit."""
+
+
 class Stage:
     """Base class: subclasses set `name` and `columns`, load models in `setup`."""
 
@@ -48,11 +54,16 @@ class Stage:
     # Calibration (see pipeline/calibrate.py): a stage that needs values estimated
     # from the data sets needs_calibration, names the columns it needs from a sample
     # in calibration_columns, and turns that sample into parameters in calibrate().
+    # It may keep files (a trained model) in workdir and name them in its values.
     needs_calibration: bool = False
     calibration_columns: tuple[str, ...] = ()
 
-    def calibrate(self, sample: pa.Table) -> dict:
+    def calibrate(self, sample: pa.Table, workdir: Path) -> dict:
         raise NotImplementedError
+
+    def calibration_usable(self, values: dict) -> bool:
+        """Whether values saved by an earlier run still hold (their files exist)."""
+        return True
 
     def check(self) -> None:
         """Fail early, on the driver, when a model file cannot be loaded; the config

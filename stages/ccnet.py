@@ -48,7 +48,7 @@ class CCNetPerplexity(Stage):
     def needs_calibration(self) -> bool:
         return self.cutoffs is None
 
-    def calibrate(self, sample: pa.Table) -> dict:
+    def calibrate(self, sample: pa.Table, workdir: Path) -> dict:
         """Cut-offs per language from the perplexities of a sample of the run."""
         return {"cutoffs": estimate_cutoffs(sample, self.head_percentile, self.tail_percentile)}
 

@@ -89,7 +89,7 @@ class HarmfulPerplexity(Stage):
     def needs_calibration(self) -> bool:
         return set(self.tau) != set(self.languages)
 
-    def calibrate(self, sample: pa.Table) -> dict:
+    def calibrate(self, sample: pa.Table, workdir: Path) -> dict:
         """tau in the valley of each language's score distribution, where not given."""
         column = "harm_ppl" if self.rule == "ppl" else "harm_xent"
         taus = dict(self.tau)

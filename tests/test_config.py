@@ -11,9 +11,10 @@ def write(tmp_path, text):
 
 def test_default_config_runs_every_built_stage():
     config = load_config()
-    assert [s.name for s in config.stages] == ["lang", "ccnet", "harm"]
+    assert [s.name for s in config.stages] == ["lang", "ccnet", "harm", "dataman"]
     assert [str(r) for r in config.filters] == [
-        "lang_score >= 0.5", "ccnet_bucket != tail", "harm_flag != True"]
+        "lang_score >= 0.5", "ccnet_bucket != tail", "harm_flag != true",
+        "dataman_selected != false"]
     # Actors leave room on 2 cores for the read and write tasks.
     assert sum(s.resources.num_cpus * s.resources.concurrency for s in config.stages) < 2
 

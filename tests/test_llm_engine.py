@@ -59,3 +59,77 @@ def test_cuda_engine_generates():
     engine = TransformersEngine(resolve("smollm2-135m-instruct"), device="cuda")
     [result] = engine.generate(CONVERSATIONS[:1], Sampling(max_new_tokens=8))
     assert result.completion_tokens > 0
+
+
+# --- the OpenAI-compatible HTTP backend, against a real server process ------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llm_server():
+    """`thresher models serve-llm` in its own process, serving SmolLM2 on CPU."""
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from thresher.pipeline.cli import main; raise SystemExit(main())",
+         "models", "serve-llm", "--model", "smollm2-135m-instruct", "--port", str(port),
+         "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 180
+    line = process.stdout.readline()  # blocks until the model is loaded and it listens
+    if "serving" not in line or time.time() > deadline:
+        process.kill()
+        pytest.fail(f"serve-llm did not start: {line!r}")
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_http_engine_answers_like_the_local_engine(llm_server, engine):
+    from thresher.models.llm.openai_engine import OpenAIEngine
+
+    remote = OpenAIEngine(llm_server, batch_size=3)
+    assert remote.model == "SmolLM2-135M-Instruct.Q4_1.gguf"  # from GET /v1/models
+    sampling = Sampling(temperature=0.0, max_new_tokens=16)
+    served = remote.generate(CONVERSATIONS, sampling)
+    local = [engine.generate([c], sampling)[0] for c in CONVERSATIONS]
+    assert [g.text for g in served] == [g.text for g in local]
+    assert [g.completion_tokens for g in served] == [g.completion_tokens for g in local]
+
+
+def test_http_engine_rates_documents_with_dataman(llm_server):
+    from thresher.models.dataman import rate
+    from thresher.models.llm.openai_engine import OpenAIEngine
+
+    texts = ["The heart pumps blood through the body. Doctors measure blood pressure.",
+             "x" * 100_000]
+    ratings, generations = rate(OpenAIEngine(llm_server), texts, "instruct", max_tokens=256)
+    assert [r.status in ("ok", "unparsed") for r in ratings] == [True, True]
+    assert all(g.prompt_tokens < 900 for g in generations)  # the 100 KB text was cut
+
+
+def test_http_engine_retries_then_fails_the_batch_clearly():
+    from thresher.models.llm import EngineError
+    from thresher.models.llm.openai_engine import OpenAIEngine
+
+    nobody = f"http://127.0.0.1:{_free_port()}"
+    engine = OpenAIEngine(nobody, model="m", retries=1, timeout_s=2)
+    with pytest.raises(EngineError, match="failed 2 times; last: ConnectionError"):
+        engine.generate(CONVERSATIONS[:1])
+
+
+def test_http_engine_does_not_retry_a_bad_request(llm_server):
+    from thresher.models.llm import EngineError
+    from thresher.models.llm.openai_engine import OpenAIEngine
+
+    engine = OpenAIEngine(llm_server)
+    with pytest.raises(EngineError, match="HTTP 400"):
+        engine._request("POST", "/chat/completions", {"no_messages": True})

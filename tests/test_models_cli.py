@@ -46,3 +46,24 @@ def test_fit_tau_writes_the_card_the_harm_stage_reads(tmp_path, tiny_lm_dir):
 def test_fit_tau_needs_labels_or_a_sample(tmp_path, tiny_lm_dir, capsys):
     assert main(["models", "fit-tau", "--model", str(tiny_lm_dir / "en.arpa.bin")]) == 2
     assert "give --positive and --negative, or --unlabelled" in capsys.readouterr().err
+
+
+def test_train_dataman_student_from_jsonl_prints_agreement(tmp_path, capsys):
+    from test_dataman_student import synthetic_annotations
+
+    table = synthetic_annotations(90).drop_columns(["dataman_status"])
+    path = tmp_path / "annotations.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+    assert main(["models", "train-dataman-student", "--annotations", str(path),
+                 "--out", str(tmp_path / "student")]) == 0
+    agreement = json.loads(capsys.readouterr().out)
+    assert agreement["domain"]["accuracy"] >= 0.9
+    assert (tmp_path / "student" / "overall_score.bin").is_file()
+
+
+def test_train_dataman_student_names_missing_columns(tmp_path, capsys):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "hello", "dataman_domain": "A"}\n')
+    assert main(["models", "train-dataman-student", "--annotations", str(path),
+                 "--out", str(tmp_path / "s")]) == 2
+    assert "lack columns ['dataman_accuracy'" in capsys.readouterr().err

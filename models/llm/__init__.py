@@ -1,11 +1,19 @@
 """LLM engines behind one small interface, for the DataMan and WRAP stages.
 
+    engine = load_engine({"engine": "transformers", "model": "smollm2-135m-instruct"})
     engine.generate(conversations, Sampling(...)) -> [Generation, ...]
 
 A conversation is a list of chat messages ({"role", "content"}); each Generation has
-the text and its token counts. Backends: `transformers` (CPU, or CUDA where there is
-no vLLM) in transformers_engine.py. vLLM on GPU actors and an OpenAI-compatible HTTP
-client are to come (issue 4).
+the text, its token counts and the seconds its batch took. Backends:
+
+- `transformers` (transformers_engine.py): CPU, or CUDA where there is no vLLM; the
+  default for the embedded run and for tests.
+- `vllm` (vllm_engine.py): vllm.LLM inside a GPU actor, the production path.
+- `openai` (openai_engine.py): a server the user already runs (`vllm serve`, or
+  `thresher models serve-llm`), over the OpenAI-compatible chat API.
+
+Document text is data: put it in a message only through `escape_special`, so that a
+document holding a chat-template marker cannot end the user turn.
 """
 
 from __future__ import annotations
@@ -27,3 +35,59 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     truncated_prompt: bool = False  # the prompt was cut to fit max_input_tokens
+    seconds: float = 0.0  # wall time of the batch this generation was part of
+
+
+class EngineError(RuntimeError):
+    """The engine failed on a batch (crash, timeout, server error): the batch failed,
+    not the documents in it."""
+
+
+ENGINES = ("transformers", "vllm", "openai")
+
+# Markers of the common chat templates, escaped even when the engine's own
+# tokenizer is unknown (the HTTP backend).
+COMMON_MARKERS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>",
+                  "<|start_header_id|>", "<|end_header_id|>", "<|begin_of_text|>",
+                  "<|user|>", "<|assistant|>", "<|system|>", "<|end|>", "<s>", "</s>",
+                  "[INST]", "[/INST]", "<start_of_turn>", "<end_of_turn>")
+WORD_JOINER = "\u2060"  # invisible; splits a marker so no tokenizer reads it as one
+
+
+def escape_special(text: str, markers: tuple[str, ...] | list[str] = COMMON_MARKERS) -> str:
+    """The text with every chat-template marker broken by an invisible character, so
+    that it is read as plain characters, never as a control token."""
+    for marker in sorted(set(markers), key=len, reverse=True):
+        if len(marker) > 1 and marker in text:
+            text = text.replace(marker, marker[0] + WORD_JOINER + marker[1:])
+    return text
+
+
+def special_markers(tokenizer) -> tuple[str, ...]:
+    """The control-token strings of a Hugging Face tokenizer, plus the common ones."""
+    if tokenizer is None:
+        return COMMON_MARKERS
+    added = getattr(tokenizer, "get_added_vocab", lambda: {})()
+    return tuple(set(COMMON_MARKERS) | set(tokenizer.all_special_tokens) | set(added))
+
+
+def load_engine(spec: dict):
+    """Build the engine a config names: {"engine": ..., "model": ..., options}."""
+    options = dict(spec)
+    kind = options.pop("engine", "transformers")
+    if kind not in ENGINES:
+        raise ValueError(f"unknown LLM engine {kind!r}; one of {ENGINES}")
+    if kind == "openai":
+        from thresher.models.llm.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(**options)
+    from thresher.models.registry import resolve_model
+
+    options["model"] = resolve_model(options.get("model", "smollm2-135m-instruct"))
+    if kind == "vllm":
+        from thresher.models.llm.vllm_engine import VLLMEngine
+
+        return VLLMEngine(**options)
+    from thresher.models.llm.transformers_engine import TransformersEngine
+
+    return TransformersEngine(**options)

@@ -7,14 +7,16 @@ runs with local_files_only.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from thresher.models.llm import Generation, Sampling
+from thresher.models.llm import EngineError, Generation, Sampling
 
 
 class TransformersEngine:
     def __init__(self, model: str | Path, device: str = "auto", dtype: str = "auto",
-                 batch_size: int = 8, max_input_tokens: int = 2048):
+                 batch_size: int = 8, max_input_tokens: int = 2048,
+                 timeout_s: float | None = None, threads: int | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -33,20 +35,41 @@ class TransformersEngine:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(
             folder, local_files_only=True, dtype=torch_dtype, **extra).to(self.device).eval()
+        if threads:
+            torch.set_num_threads(threads)
         self.name = path.name
         self.batch_size = batch_size
         self.max_input_tokens = max_input_tokens
+        # transformers stops generating once this much time has passed (max_time);
+        # the answer is then cut short, and the caller sees it as unparsed, not a hang.
+        self.timeout_s = timeout_s
 
     def generate(self, conversations: list[list[dict]], sampling: Sampling = Sampling()
                  ) -> list[Generation]:
-        out: list[Generation] = []
-        for start in range(0, len(conversations), self.batch_size):
-            out += self._batch(conversations[start:start + self.batch_size], sampling)
+        # Batches of similar length: left padding to the longest prompt in a batch
+        # costs as much compute as real tokens on a CPU.
+        order = sorted(range(len(conversations)),
+                       key=lambda i: sum(len(m["content"]) for m in conversations[i]))
+        out: list[Generation | None] = [None] * len(conversations)
+        for start in range(0, len(order), self.batch_size):
+            chosen = order[start:start + self.batch_size]
+            try:
+                results = self._batch([conversations[i] for i in chosen], sampling)
+            except (RuntimeError, MemoryError) as err:
+                raise EngineError(f"transformers engine failed on a batch of {len(chosen)}: "
+                                  f"{type(err).__name__}: {err}") from err
+            for i, result in zip(chosen, results):
+                out[i] = result
         return out
+
+    @property
+    def text_tokenizer(self):
+        return self.tokenizer
 
     def _batch(self, conversations: list[list[dict]], sampling: Sampling) -> list[Generation]:
         import torch
 
+        started = time.perf_counter()
         prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
                    for c in conversations]
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
@@ -61,7 +84,8 @@ class TransformersEngine:
                 **encoded, max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
                 temperature=None if greedy else sampling.temperature,
                 top_p=None if greedy else sampling.top_p, top_k=None,
-                pad_token_id=self.tokenizer.pad_token_id)
+                pad_token_id=self.tokenizer.pad_token_id, max_time=self.timeout_s)
+        seconds = time.perf_counter() - started
         new_tokens = output[:, encoded["input_ids"].shape[1]:]
         results = []
         for i, tokens in enumerate(new_tokens):
@@ -70,5 +94,5 @@ class TransformersEngine:
                 text=self.tokenizer.decode(tokens, skip_special_tokens=True),
                 prompt_tokens=int(encoded["attention_mask"][i].sum()),
                 completion_tokens=int(len(tokens)),
-                truncated_prompt=full[i] > self.max_input_tokens))
+                truncated_prompt=full[i] > self.max_input_tokens, seconds=seconds))
         return results

@@ -1,0 +1,70 @@
+"""The vLLM backend: vllm.LLM in the worker that runs the stage (a Ray actor with
+`num_gpus` from the stage's resources), offline batched generation with vLLM's own
+continuous batching.
+
+vllm is imported here only, so that the rest of thresher runs where it is not
+installed (`pip install 'thresher[gpu]'` adds it).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from thresher.models.llm import EngineError, Generation, Sampling
+from thresher.models.llm.watchdog import deadline
+
+
+class VLLMEngine:
+    def __init__(self, model: str | Path, max_model_len: int = 4096,
+                 gpu_memory_utilization: float = 0.85, dtype: str = "auto",
+                 batch_size: int = 256, max_input_tokens: int | None = None,
+                 timeout_s: float | None = 900, tokenizer: str | None = None,
+                 enforce_eager: bool = False, seed: int = 0, **engine_args):
+        try:
+            from vllm import LLM
+        except ImportError as err:
+            raise ImportError("the vllm engine needs vllm: pip install 'thresher[gpu]' on a "
+                              "machine with a GPU (or use engine: transformers)") from err
+        self.name = Path(model).name
+        # Explicit max_model_len: vLLM otherwise sizes the KV cache for the model's
+        # full context (32k for Qwen2) and may not fit next to other actors.
+        self.max_model_len = max_model_len
+        self.max_input_tokens = max_input_tokens or max_model_len - 64
+        self.batch_size = batch_size
+        self.timeout_s = timeout_s
+        with deadline(timeout_s, f"loading {self.name} in vLLM"):
+            self.llm = LLM(model=str(model), tokenizer=tokenizer, max_model_len=max_model_len,
+                           gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
+                           enforce_eager=enforce_eager, seed=seed, **engine_args)
+
+    @property
+    def text_tokenizer(self):
+        return self.llm.get_tokenizer()
+
+    def generate(self, conversations: list[list[dict]], sampling: Sampling = Sampling()
+                 ) -> list[Generation]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
+                                max_tokens=sampling.max_new_tokens, seed=sampling.seed,
+                                truncate_prompt_tokens=self.max_input_tokens)
+        out: list[Generation] = []
+        for start in range(0, len(conversations), self.batch_size):
+            chunk = conversations[start:start + self.batch_size]
+            started = time.perf_counter()
+            try:
+                with deadline(self.timeout_s, f"vLLM generating a batch of {len(chunk)}"):
+                    results = self.llm.chat(chunk, params, use_tqdm=False)
+            except (RuntimeError, ValueError, MemoryError) as err:
+                raise EngineError(f"vLLM failed on a batch of {len(chunk)}: "
+                                  f"{type(err).__name__}: {err}") from err
+            seconds = time.perf_counter() - started
+            for result in results:
+                completion = result.outputs[0]
+                prompt_tokens = len(result.prompt_token_ids or [])
+                out.append(Generation(
+                    text=completion.text, prompt_tokens=prompt_tokens,
+                    completion_tokens=len(completion.token_ids),
+                    truncated_prompt=prompt_tokens >= self.max_input_tokens, seconds=seconds))
+        return out

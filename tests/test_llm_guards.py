@@ -1,0 +1,67 @@
+"""What keeps an LLM stage from losing rows or hanging the job: batch failures are
+quarantined whole, a batch that keeps killing its worker stops being retried, and a
+call past its deadline ends the worker instead of hanging."""
+
+import os
+import subprocess
+import sys
+
+import pyarrow as pa
+import pytest
+
+from thresher.pipeline.apply import apply_stage
+from thresher.stages import dataman
+from thresher.stages.base import BatchFailure, Stage
+
+
+class EngineDown(Stage):
+    name = "engine_down"
+    columns = {"engine_down_x": pa.int8()}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        raise BatchFailure("the teacher failed twice on this batch: HTTP 503")
+
+
+def test_a_batch_failure_quarantines_the_whole_batch_without_bisecting():
+    n = 8
+    batch = pa.table({"id": [str(i) for i in range(n)], "text": ["t"] * n,
+                      "_error": pa.nulls(n, pa.string()), "_pre": pa.nulls(n, pa.string())})
+    stage = EngineDown()
+    out = apply_stage(stage, batch)
+    assert stage.calls == 1  # no culprit hunt over 8 rows
+    assert out.num_rows == n
+    errors = out.column("_error").to_pylist()
+    assert all(e == "stage engine_down: the teacher failed twice on this batch: HTTP 503"
+               for e in errors)
+
+
+def test_a_batch_that_keeps_killing_its_worker_is_failed_after_three_tries(tmp_path, monkeypatch):
+    monkeypatch.setattr(dataman.tempfile, "gettempdir", lambda: str(tmp_path))
+    ids = ["x1", "x2"]
+    for _ in range(dataman.MAX_BATCH_ATTEMPTS):
+        dataman._count_attempt(ids, "dataman")
+    with pytest.raises(BatchFailure, match="died on this batch 3 times"):
+        dataman._count_attempt(ids, "dataman")
+    dataman._count_attempt(["other"], "dataman")  # another batch has its own count
+
+
+def test_a_call_past_its_deadline_ends_the_worker_with_a_message():
+    code = ("import time\nfrom thresher.models.llm.watchdog import deadline\n"
+            "with deadline(0.5, 'vLLM generating a batch of 4'):\n    time.sleep(30)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=20, env={**os.environ})
+    assert done.returncode == 75
+    assert "vLLM generating a batch of 4 did not finish within 0.5 s" in done.stderr
+
+
+def test_a_call_within_its_deadline_is_untouched():
+    from thresher.models.llm.watchdog import deadline
+
+    with deadline(5, "quick"):
+        value = sum(range(10))
+    assert value == 45
