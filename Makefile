@@ -76,6 +76,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/lang_throughput.py --input $(CRAWL)
 	$(BIN)/python bench/perplexity_throughput.py --input $(CRAWL)
+	$(BIN)/python bench/dataman_throughput.py --input $(CRAWL)
 
 clean:
 	rm -rf $(STAMPS) out build *.egg-info
