@@ -16,31 +16,40 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.stages import Resources, Stage
+from thresher.pipeline.rules import Rule
 from thresher.stages.base import BatchFailure
 
 
 class StageRunner:
     """A Ray Data callable class: one stage instance per actor, set up once."""
 
-    def __init__(self, stage_cls: type[Stage], params: dict, resources: Resources):
+    def __init__(self, stage_cls: type[Stage], params: dict, resources: Resources,
+                 rules: tuple[Rule, ...] = ()):
         self.stage = stage_cls(resources=resources, **params)
         self.stage.setup()
+        self.rules = rules
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return apply_stage(self.stage, batch)
+        return apply_stage(self.stage, batch, self.rules)
 
 
 def run_stateless(batch: pa.Table, *, stage_cls: type[Stage], params: dict,
-                  resources: Resources) -> pa.Table:
+                  resources: Resources, rules: tuple[Rule, ...] = ()) -> pa.Table:
     """The task version, for stages without a model: building one is cheap."""
     stage = stage_cls(resources=resources, **params)
     stage.setup()
-    return apply_stage(stage, batch)
+    return apply_stage(stage, batch, rules)
 
 
-def apply_stage(stage: Stage, batch: pa.Table) -> pa.Table:
+def apply_stage(stage: Stage, batch: pa.Table, rules: tuple[Rule, ...] = ()) -> pa.Table:
+    """rules: the config's filters, which a `kept_only` stage's rows must still pass
+    (those on columns earlier stages added; the later ones cannot be known yet)."""
     start = time.perf_counter()
     in_play = pc.and_(pc.is_null(batch.column("_error")), pc.is_null(batch.column("_pre")))
+    if stage.kept_only:
+        for rule in rules:
+            if rule.column in batch.column_names:
+                in_play = pc.and_(in_play, rule.passes(batch))
     active = batch.filter(in_play)
     waiting = batch.filter(pc.invert(in_play))
     scored, failed = _score_isolating(stage, active)

@@ -28,6 +28,21 @@ class RunOptions:
     part_max_bytes: int = 256 * 1024 * 1024  # in memory (Arrow), before compression
 
 
+@dataclass(frozen=True)
+class MixtureOptions:
+    """The global mixing step after a run (pipeline/mixture.py, DESIGN.md 4 `aioli`)."""
+
+    group_by: str = "dataman_domain"
+    max_groups: int = 8  # the largest groups; the rest are merged into `other`
+    docs_per_group: int = 400  # sampled for the proxy: 80% train, 10% val, 10% test
+    proxy: dict = field(default_factory=dict)  # ProxySettings
+    aioli: dict = field(default_factory=dict)  # AioliSettings, less seed
+    baselines: tuple = ("stratified",)  # and/or {fixed: {group: weight}}
+    seed: int = 0
+    training_tokens: int | None = None  # None: as many as curated holds
+    shard_max_rows: int = 100_000
+
+
 @dataclass
 class StageSpec:
     name: str
@@ -46,6 +61,7 @@ class Config:
     run: RunOptions = field(default_factory=RunOptions)
     source: str = "default"
     raw: dict = field(default_factory=dict)
+    mixture: MixtureOptions | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.raw, sort_keys=True)
@@ -71,10 +87,10 @@ def load_config(path: str | Path | None = None) -> Config:
 def parse_config(raw: object, source: str) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with `stages` and `filters`")
-    unknown = set(raw) - {"run", "stages", "filters"}
+    unknown = set(raw) - {"run", "stages", "filters", "mixture"}
     if unknown:
         raise ConfigError(f"{source}: unknown top-level keys {sorted(unknown)}; "
-                          "known: run, stages, filters")
+                          "known: run, stages, filters, mixture")
     run = _run_options(raw.get("run") or {}, source)
     stages = [_stage_spec(entry, i, source) for i, entry in enumerate(raw.get("stages") or [])]
     names = [s.name for s in stages]
@@ -91,7 +107,39 @@ def parse_config(raw: object, source: str) -> Config:
             raise ConfigError(f"{source}: filter {text!r} uses column {rule.column!r}, which no "
                               f"configured stage adds (they add: {', '.join(sorted(produced))})")
         filters.append(rule)
-    return Config(stages=stages, filters=filters, run=run, source=source, raw=raw)
+    mixture = _mixture(raw["mixture"], source) if raw.get("mixture") else None
+    return Config(stages=stages, filters=filters, run=run, source=source, raw=raw,
+                  mixture=mixture)
+
+
+def _mixture(values: object, source: str) -> MixtureOptions:
+    from dataclasses import fields as dataclass_fields
+
+    from thresher.models.aioli import AioliSettings
+    from thresher.models.proxy_lm import ProxySettings
+
+    where = f"{source}: mixture"
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    try:
+        options = MixtureOptions(**{k: tuple(v) if k == "baselines" else v
+                                    for k, v in values.items()})
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    for name, cls, given in (("proxy", ProxySettings, options.proxy),
+                             ("aioli", AioliSettings, options.aioli)):
+        known = {f.name for f in dataclass_fields(cls)} - {"seed"}
+        if set(given) - known:
+            raise ConfigError(f"{where}.{name}: unknown keys {sorted(set(given) - known)}; "
+                              f"known: {', '.join(sorted(known))}")
+    for entry in options.baselines:
+        if entry != "stratified" and not (isinstance(entry, dict) and isinstance(
+                entry.get("fixed"), dict)):
+            raise ConfigError(f"{where}.baselines: {entry!r} is not `stratified` or "
+                              "{fixed: {group: weight, ...}}")
+    if options.max_groups < 1 or options.docs_per_group < 20:
+        raise ConfigError(f"{where}: max_groups must be >= 1 and docs_per_group >= 20")
+    return options
 
 
 def _run_options(values: dict, source: str) -> RunOptions:

@@ -12,7 +12,7 @@ import os
 import ray
 
 from thresher.pipeline.apply import StageRunner, run_stateless
-from thresher.pipeline.config import Config
+from thresher.pipeline.config import Config, ConfigError
 from thresher.pipeline.read import read_shards
 from thresher.pipeline.shards import Shard
 from thresher.pipeline.write import settle
@@ -57,11 +57,38 @@ def build(shards: list[Shard], config: Config, out_dir: str,
         settle, batch_size=None, batch_format="pyarrow", num_cpus=SETTLE_CPUS,
         fn_kwargs={"rules": config.filters, "out_dir": out_dir,
                    "part_max_rows": config.run.part_max_rows,
-                   "part_max_bytes": config.run.part_max_bytes})
+                   "part_max_bytes": config.run.part_max_bytes,
+                   "synthetic_ratio": _synthetic_ratio(config)})
+
+
+def _synthetic_ratio(config: Config) -> float | None:
+    """The WRAP stage's synthetic:real token ratio, for the writer; None: no WRAP."""
+    for spec in config.stages:
+        if spec.name == "wrap":
+            return float(spec.params.get("ratio", 1.0))
+    return None
+
+
+def check_fits(config: Config) -> None:
+    """Refuse a pipeline the cluster cannot run at once: Ray Data would wait for
+    resources that never come, and the run would hang without a word."""
+    have = ray.cluster_resources()
+    cpus = READ_CPUS + SETTLE_CPUS + sum(s.resources.num_cpus * s.resources.concurrency
+                                         for s in config.stages)
+    if cpus > have.get("CPU", 0) + 1e-9:
+        raise ConfigError(f"{config.source}: the stages' actors plus a read and a write task "
+                          f"ask for {cpus:g} CPUs at once, and the cluster has "
+                          f"{have.get('CPU', 0):g}: lower resources.num_cpus or concurrency")
+    for spec in config.stages:
+        gpus = spec.resources.num_gpus * spec.resources.concurrency
+        if gpus > have.get("GPU", 0) + 1e-9:
+            raise ConfigError(f"{config.source}: stage {spec.name} asks for {gpus:g} GPUs and "
+                              f"the cluster has {have.get('GPU', 0):g}")
 
 
 def scored(shards: list[Shard], config: Config, rows_per_shard: int | None = None):
     """Read (at most rows_per_shard rows of each shard) and run every stage."""
+    check_fits(config)
     items = [{"path": s.path, "key": s.key} for s in shards]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(
@@ -76,10 +103,12 @@ def scored(shards: list[Shard], config: Config, rows_per_shard: int | None = Non
         if spec.cls.stateful:
             ds = ds.map_batches(
                 StageRunner, compute=ray.data.ActorPoolStrategy(size=res.concurrency),
-                fn_constructor_args=(spec.cls, spec.params, res), **common)
+                fn_constructor_args=(spec.cls, spec.params, res, tuple(config.filters)),
+                **common)
         else:
             ds = ds.map_batches(
                 run_stateless,
-                fn_kwargs={"stage_cls": spec.cls, "params": spec.params, "resources": res},
+                fn_kwargs={"stage_cls": spec.cls, "params": spec.params, "resources": res,
+                           "rules": tuple(config.filters)},
                 **common)
     return ds

@@ -30,7 +30,7 @@ def versions() -> dict:
 
 def build(run_id, state, started, config, inputs, plan, tallies, violations,
           extra: dict | None = None) -> dict:
-    shards, reasons, errors, seconds = [], Counter(), Counter(), Counter()
+    shards, reasons, errors, seconds, synthetic = [], Counter(), Counter(), Counter(), Counter()
     for tally in tallies.values():
         shard = tally.shard
         shards.append({"path": shard.path, "key": shard.key, "size": shard.size,
@@ -40,6 +40,7 @@ def build(run_id, state, started, config, inputs, plan, tallies, violations,
         reasons.update(tally.reasons)
         errors.update(tally.errors)
         seconds.update(tally.stage_seconds)
+        synthetic.update(tally.synthetic)
     totals = Counter()
     for entry in shards:
         totals.update({k: entry[k] for k in ("rows_in", "curated", "rejected", "quarantined")})
@@ -68,6 +69,7 @@ def build(run_id, state, started, config, inputs, plan, tallies, violations,
         # calibration: values estimated from the data (CCNet cut-offs, harmful tau) and
         # where from; stage_settings: each stage's models, thresholds and their sources.
         **(extra or {}),
+        "synthetic": _synthetic_summary(synthetic),
         "drop_reasons": dict(reasons.most_common()),
         "quarantine_errors": dict(errors.most_common(50)),
         "shards": shards,
@@ -90,6 +92,21 @@ def write(out: Path, run_id, state, started, config, inputs, plan, tallies, viol
         except Exception:  # a report must never cost the run its results
             log.exception("could not write the report for run %s", run_id)
     return manifest_path, report_path
+
+
+def _synthetic_summary(counts: Counter) -> dict | None:
+    """WRAP's rows per style, apart from the real ones: the invariant counts real rows
+    only, and the ratio says how close the mix came to the configured one."""
+    if not counts:
+        return None
+    real = counts["real_tokens"]
+    styles = sorted({k.split(".")[0] for k in counts if "." in k})
+    return {"real_tokens": real,
+            "styles": {s: {"rows": counts[f"{s}.rows"], "tokens": counts[f"{s}.tokens"],
+                           "dropped_over_ratio": counts[f"{s}.over_ratio"],
+                           "synthetic_to_real_tokens": round(counts[f"{s}.tokens"] / real, 4)
+                           if real else None} for s in styles},
+            "tokens": "whitespace-separated words"}
 
 
 def _iso(ts: float) -> str:

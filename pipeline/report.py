@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from thresher.pipeline.write import part_shard_key  # noqa: E402
+from thresher.pipeline.write import is_synthetic_part, part_shard_key  # noqa: E402
 
 SAMPLE_ROWS = 200_000
 _NOT_SCORES = {"source_row", "rows"}
@@ -42,7 +42,7 @@ def write(out: Path, run_dir: Path, manifest: dict) -> Path:
 def _sample(folder: Path, keys: set[str]) -> pa.Table:
     tables, rows = [], 0
     for part in sorted(folder.glob("part-*.parquet")):
-        if part_shard_key(part) not in keys:
+        if part_shard_key(part) not in keys or is_synthetic_part(part):
             continue
         schema = pq.read_schema(part)
         columns = [f.name for f in schema if f.name != "text" and _scalar(f.type)]

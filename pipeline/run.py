@@ -24,7 +24,8 @@ from thresher.pipeline import manifest as manifest_mod
 from thresher.pipeline.config import Config, load_config
 from thresher.pipeline.ledger import FINAL_STATES, Ledger
 from thresher.pipeline.shards import Shard, expand_inputs, inspect_shards, path_key
-from thresher.pipeline.write import OUTCOMES, part_shard_key, write_text_atomic
+from thresher.pipeline.write import (OUTCOMES, is_synthetic_part, part_shard_key,
+                                     write_text_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class Tally:
     reasons: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     stage_seconds: Counter = field(default_factory=Counter)
+    synthetic: Counter = field(default_factory=Counter)  # "real_tokens", "<style>.rows", ...
 
     def add(self, row: dict) -> None:
         for name in ("rows", "curated", "rejected", "quarantined", "parts"):
@@ -55,6 +57,11 @@ class Tally:
         self.reasons.update(json.loads(row["reasons"]))
         self.errors.update(json.loads(row["errors"]))
         self.stage_seconds.update(json.loads(row["stage_seconds"]))
+        mix = json.loads(row.get("synthetic") or "{}")
+        if mix:
+            self.synthetic["real_tokens"] += mix["real_tokens"]
+            for style, counts in mix["styles"].items():
+                self.synthetic.update({f"{style}.{k}": v for k, v in counts.items()})
 
     @property
     def complete(self) -> bool:
@@ -98,7 +105,7 @@ def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunR
     log.info("run %s: %d shards in input: %s", run_id, len(shards),
              ", ".join(f"{v} {k}" for k, v in plan.items() if v))
     tallies: dict[str, Tally] = {}
-    state, violations, calibration, settings = "nothing-to-do", [], {}, {}
+    state, violations, calibration, settings, mixture = "nothing-to-do", [], {}, {}, None
     try:
         if todo:
             state = "failed"
@@ -113,6 +120,8 @@ def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunR
                 settings = {spec.name: spec.build().describe() for spec in config.stages}
                 _stream(run_id, out, config, readable, ledger, tallies, progress)
             violations = _verify_on_disk(run_id, out, tallies, ledger)
+            if config.mixture and not violations:
+                mixture = _mix(out, config)
             state = "finished"
     except KeyboardInterrupt:
         state = "interrupted"
@@ -121,7 +130,7 @@ def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunR
         totals = _totals(tallies)
         manifest_path, report_path = manifest_mod.write(
             out, run_id, state, started, config, inputs, plan, tallies, violations,
-            {"calibration": calibration, "stage_settings": settings})
+            {"calibration": calibration, "stage_settings": settings, "mixture": mixture})
         ledger.finish_run(run_id, state, totals)
         ledger.close()
     result = RunResult(run_id, state, out, totals, manifest_path, report_path, plan, violations)
@@ -219,7 +228,7 @@ def _verify_on_disk(run_id, out: Path, tallies: dict[str, Tally], ledger: Ledger
     for outcome in OUTCOMES:
         for part in (out / outcome).glob("part-*.parquet"):
             key = part_shard_key(part)
-            if key not in tallies:
+            if key not in tallies or is_synthetic_part(part):  # the invariant is on real rows
                 continue
             if outcome == "quarantine":
                 rows = sum(pq.read_table(part, columns=["rows"]).column("rows").to_pylist())
@@ -239,6 +248,25 @@ def _verify_on_disk(run_id, out: Path, tallies: dict[str, Tally], ledger: Ledger
                               f"{tally.rows}, on disk curated/rejected/quarantined={found}")
             ledger.claim(run_id, shard.path, shard.size, shard.fingerprint)  # redo next run
     return violations
+
+
+def _mix(out: Path, config: Config) -> dict:
+    """Aioli and the training shards over everything curated so far (this run's shards
+    and earlier ones), after the invariant holds."""
+    from thresher.pipeline.mixture import run_mixture
+
+    log.info("mixture: Aioli over groups of `%s`, then training shards",
+             config.mixture.group_by)
+    try:
+        summary = run_mixture(out, config.mixture)
+    except ValueError as err:  # too few groups or texts: the curation itself stands
+        log.warning("mixture step skipped: %s", err)
+        return {"skipped": str(err)}
+    log.info("mixture: p=%s over %s; mean test loss %s; %d training shards in %s",
+             [round(x, 3) for x in summary["p"]], summary["groups"],
+             {k: round(v, 4) for k, v in summary["test_loss_mean"].items()},
+             summary["training"]["shards"], out / "training")
+    return summary
 
 
 def _totals(tallies: dict[str, Tally]) -> dict:

@@ -9,6 +9,7 @@ tally row per shard; the driver marks a shard done when its tallies cover all it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -26,7 +27,9 @@ TALLY_SCHEMA = pa.schema([
     ("shard", pa.string()), ("rows", pa.int64()), ("curated", pa.int64()),
     ("rejected", pa.int64()), ("quarantined", pa.int64()), ("reasons", pa.string()),
     ("errors", pa.string()), ("stage_seconds", pa.string()), ("parts", pa.int64()),
+    ("synthetic", pa.string()),
 ])
+SYNTHETIC_PART = "syn"  # part-<shard key>-syn<first parent row>.parquet, in curated/
 
 
 def decide(batch: pa.Table, rules: list[Rule]) -> pa.Array:
@@ -39,18 +42,20 @@ def decide(batch: pa.Table, rules: list[Rule]) -> pa.Array:
 
 
 def settle(batch: pa.Table, *, rules: list[Rule], out_dir: str, part_max_rows: int,
-           part_max_bytes: int = 256 * 1024 * 1024) -> pa.Table:
+           part_max_bytes: int = 256 * 1024 * 1024,
+           synthetic_ratio: float | None = None) -> pa.Table:
     """Ray map_batches UDF: decide, write parts, return tallies (TALLY_SCHEMA)."""
     batch = batch.append_column("drop_reason", decide(batch, rules))
     tallies = []
     for key in pc.unique(batch.column("_shard")).to_pylist():
         rows = batch.filter(pc.equal(batch.column("_shard"), key))
-        tallies.append(_settle_shard(rows, key, Path(out_dir), part_max_rows, part_max_bytes))
+        tallies.append(_settle_shard(rows, key, Path(out_dir), part_max_rows, part_max_bytes,
+                                     synthetic_ratio))
     return pa.Table.from_pylist(tallies, schema=TALLY_SCHEMA)
 
 
 def _settle_shard(rows: pa.Table, key: str, out: Path, part_max_rows: int,
-                  part_max_bytes: int) -> dict:
+                  part_max_bytes: int, synthetic_ratio: float | None = None) -> dict:
     quarantined = pc.is_valid(rows.column("_error"))
     rejected = pc.and_(pc.invert(quarantined), pc.is_valid(rows.column("drop_reason")))
     curated = pc.invert(pc.or_(quarantined, rejected))
@@ -65,7 +70,14 @@ def _settle_shard(rows: pa.Table, key: str, out: Path, part_max_rows: int,
         "errors": json.dumps(Counter(_head(e) for e in rows.column("_error").drop_null().to_pylist())),
         "stage_seconds": json.dumps({c[3:]: pc.sum(rows.column(c)).as_py() or 0.0 for c in timing}),
         "parts": 0,
+        "synthetic": "{}",
     }
+    synthetic = None
+    if "wrap_rephrasings" in rows.column_names:  # WRAP ran: its paraphrases become rows
+        synthetic, mix = synthetic_rows(rows.filter(curated), synthetic_ratio or 1.0)
+        tally["synthetic"] = json.dumps(mix)
+        rows = rows.drop_columns(["wrap_rephrasings"]).append_column(
+            "synthetic", pa.array([False] * rows.num_rows))
     internal = ["_shard", "_pre", *timing]
     outputs = {
         "curated": rows.filter(curated).drop_columns(internal + ["_count", "_error", "drop_reason"]),
@@ -80,7 +92,58 @@ def _settle_shard(rows: pa.Table, key: str, out: Path, part_max_rows: int,
             first = part.column("source_row")[0].as_py()
             write_atomic(part, out / outcome / part_name(key, first))
             tally["parts"] += 1
+    if synthetic is not None and synthetic.num_rows:
+        per_part = _rows_per_part(synthetic, part_max_rows, part_max_bytes)
+        for start in range(0, synthetic.num_rows, per_part):
+            part = synthetic.slice(start, per_part)
+            first = part.column("source_row")[0].as_py()
+            write_atomic(part, out / "curated" / part_name(key, first, SYNTHETIC_PART))
     return tally
+
+
+def synthetic_rows(curated: pa.Table, ratio: float) -> tuple[pa.Table, dict]:
+    """The WRAP paraphrases of curated documents as rows of their own, at most
+    `ratio` synthetic tokens per real token in each style (tokens: whitespace words);
+    which ones go over the cap is decided by a hash of the id, not by order."""
+    real_tokens = sum(len(t.split()) for t in curated.column("text").to_pylist())
+    by_style: dict[str, list[dict]] = {}
+    keep = [c for c in ("lang",) if c in curated.column_names]
+    for row in curated.select(["id", "source_shard", "source_row", "wrap_rephrasings", *keep]
+                              ).to_pylist():
+        for made in row["wrap_rephrasings"] or []:
+            by_style.setdefault(made["style"], []).append({
+                "id": f"{row['id']}-wrap-{made['style']}", "text": made["text"],
+                "synthetic": True, "parent_id": row["id"], "style": made["style"],
+                "model": made["model"], "chunk_count": made["chunk_count"],
+                "wrap_prompt_tokens": made["prompt_tokens"],
+                "wrap_completion_tokens": made["completion_tokens"],
+                "source_shard": row["source_shard"], "source_row": row["source_row"],
+                **{c: row[c] for c in keep}})
+    mix: dict = {"real_tokens": real_tokens, "styles": {}}
+    out = []
+    for style, made in sorted(by_style.items()):
+        made.sort(key=lambda r: hashlib.sha1(r["id"].encode()).digest())
+        tokens = kept = 0
+        for row in made:
+            n = len(row["text"].split())
+            if tokens + n > ratio * real_tokens:
+                continue
+            tokens += n
+            kept += 1
+            out.append(row)
+        mix["styles"][style] = {"rows": kept, "tokens": tokens, "over_ratio": len(made) - kept}
+    out.sort(key=lambda r: (r["source_row"], r["style"]))
+    return pa.Table.from_pylist(out, schema=SYNTHETIC_SCHEMA if not keep else
+                                SYNTHETIC_SCHEMA.append(pa.field("lang", pa.string()))), mix
+
+
+SYNTHETIC_SCHEMA = pa.schema([
+    ("id", pa.string()), ("text", pa.string()), ("synthetic", pa.bool_()),
+    ("parent_id", pa.string()), ("style", pa.string()), ("model", pa.string()),
+    ("chunk_count", pa.int32()), ("wrap_prompt_tokens", pa.int32()),
+    ("wrap_completion_tokens", pa.int32()), ("source_shard", pa.string()),
+    ("source_row", pa.int64()),
+])
 
 
 def _rows_per_part(table: pa.Table, max_rows: int, max_bytes: int) -> int:
@@ -91,8 +154,12 @@ def _rows_per_part(table: pa.Table, max_rows: int, max_bytes: int) -> int:
     return max(1, min(max_rows, max_bytes // average))
 
 
-def part_name(shard_key: str, first_row: int) -> str:
-    return f"part-{shard_key}-{first_row:010d}.parquet"
+def part_name(shard_key: str, first_row: int, kind: str = "") -> str:
+    return f"part-{shard_key}-{kind}{first_row:010d}.parquet"
+
+
+def is_synthetic_part(part: Path) -> bool:
+    return part.name.rsplit("-", 1)[-1].startswith(SYNTHETIC_PART)
 
 
 def part_shard_key(part: Path) -> str:

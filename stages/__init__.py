@@ -10,9 +10,11 @@ from thresher.stages.ccnet import CCNetPerplexity
 from thresher.stages.dataman import DataManRating
 from thresher.stages.harm import HarmfulPerplexity
 from thresher.stages.lang import LanguageID
+from thresher.stages.wrap import WrapRephrase
 
 STAGES: dict[str, type[Stage]] = {
-    cls.name: cls for cls in (LanguageID, CCNetPerplexity, HarmfulPerplexity, DataManRating)}
+    cls.name: cls for cls in (LanguageID, CCNetPerplexity, HarmfulPerplexity, DataManRating,
+                                 WrapRephrase)}
 
 
 def stage_class(name: str) -> type[Stage]:

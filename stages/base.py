@@ -6,6 +6,10 @@ rows and never imports the pipeline: the pipeline decides, stages only score.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar
@@ -34,6 +38,9 @@ class Resources:
         return res
 
 
+MAX_BATCH_ATTEMPTS = 3
+
+
 class BatchFailure(RuntimeError):
     """The batch failed as a whole (an engine crashed or timed out on it again and
     again), not one of its documents: the pipeline quarantines every row of the
@@ -46,6 +53,10 @@ class Stage:
     name: ClassVar[str]
     columns: ClassVar[dict[str, pa.DataType]]  # what __call__ adds, by type
     stateful: ClassVar[bool] = True  # holds a model: runs as a Ray actor pool
+    # True: the stage sees only rows that still pass the config's filters on the
+    # columns earlier stages added (for costly stages whose work on a dropped row
+    # would be thrown away, such as WRAP); the others get the stage's columns as nulls.
+    kept_only: ClassVar[bool] = False
     default_resources: ClassVar[Resources] = Resources()
 
     def __init__(self, resources: Resources | None = None):
@@ -89,3 +100,26 @@ class Stage:
     def empty_columns(self, num_rows: int) -> dict[str, pa.Array]:
         """Null columns of the right types, for rows this stage did not score."""
         return {col: pa.nulls(num_rows, typ) for col, typ in self.columns.items()}
+
+
+@contextmanager
+def attempt_guard(ids: list[str], stage: str):
+    """Around an engine call that may kill its worker (watchdog, CUDA crash): Ray
+    retries such a batch without end, so the tries of this exact batch are counted
+    in a file on this node, and after MAX_BATCH_ATTEMPTS deaths the batch is failed
+    as a whole (BatchFailure). The count is dropped once the call returns or raises:
+    only a dead process leaves it behind."""
+    key = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:20]
+    folder = Path(tempfile.gettempdir()) / f"thresher-attempts-{os.getuid()}" / stage
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / key
+    deaths = int(marker.read_text() or 0) if marker.exists() else 0
+    if deaths >= MAX_BATCH_ATTEMPTS:
+        marker.unlink(missing_ok=True)
+        raise BatchFailure(f"the {stage} engine died on this batch {deaths} times (crash or "
+                           "timeout); giving up on it")
+    marker.write_text(str(deaths + 1))
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from thresher.models.dataman import (DOMAINS, FORMATS, MAX_TOKENS, RATINGS, STATUS_FAILED,
                                      STATUS_OK, Rating, rate)
 from thresher.models.llm import ENGINES, EngineError
-from thresher.stages.base import BatchFailure, Resources, Stage
+from thresher.stages.base import BatchFailure, Resources, Stage, attempt_guard
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ DEFAULT_TEACHER = {"engine": "transformers", "model": "smollm2-135m-instruct",
 MODES = ("student", "teacher")
 METRIC_SUM = "sum"
 TEACHER_CHUNK = 16  # documents per call to the teacher during calibration
-MAX_BATCH_ATTEMPTS = 3
 
 
 class DataManRating(Stage):
@@ -224,16 +223,17 @@ class DataManRating(Stage):
         return columns
 
     def _rate_with_teacher(self, batch: pa.Table) -> dict:
-        _count_attempt(batch.column("id").to_pylist(), self.name)
         texts = batch.column("text").to_pylist()
-        try:
-            ratings, _ = _rate(self._engine, texts, self.teacher)
-        except EngineError as first:
-            log.warning("dataman teacher failed once on a batch, retrying: %s", first)
+        with attempt_guard(batch.column("id").to_pylist(), self.name):
             try:
                 ratings, _ = _rate(self._engine, texts, self.teacher)
-            except EngineError as err:
-                raise BatchFailure(f"the dataman teacher failed twice on this batch: {err}") from err
+            except EngineError as first:
+                log.warning("dataman teacher failed once on a batch, retrying: %s", first)
+                try:
+                    ratings, _ = _rate(self._engine, texts, self.teacher)
+                except EngineError as err:
+                    raise BatchFailure(f"the dataman teacher failed twice on this batch: "
+                                       f"{err}") from err
         rows = [r.as_row() for r in ratings]
         columns = {c: [row[c] for row in rows] for c in rows[0]}
         columns["dataman_source"] = ["teacher"] * batch.num_rows
@@ -338,21 +338,6 @@ def _append(batch: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
     for name, array in columns.items():
         batch = batch.append_column(name, array)
     return batch
-
-
-def _count_attempt(ids: list[str], stage: str) -> None:
-    """Count tries of this exact batch on this node. A batch whose engine call kills
-    the worker (watchdog, CUDA crash) is retried by Ray without end; after
-    MAX_BATCH_ATTEMPTS it is failed as a whole, so it is quarantined, not retried."""
-    key = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:20]
-    folder = Path(tempfile.gettempdir()) / f"thresher-attempts-{os.getuid()}" / stage
-    folder.mkdir(parents=True, exist_ok=True)
-    marker = folder / key
-    tries = int(marker.read_text() or 0) + 1 if marker.exists() else 1
-    marker.write_text(str(tries))
-    if tries > MAX_BATCH_ATTEMPTS:
-        raise BatchFailure(f"the {stage} engine died on this batch {tries - 1} times "
-                           "(crash or timeout); its rows are quarantined")
 
 
 def _run_teacher(teacher: dict, texts: list[str]) -> list[dict]:

@@ -13,6 +13,8 @@ def output_rows(out: Path) -> dict[str, Counter]:
     for outcome in ("curated", "rejected", "quarantine"):
         counter = seen.setdefault(outcome, Counter())
         for part in sorted((out / outcome).glob("part-*.parquet")):
+            if "-syn" in part.name:  # WRAP's synthetic rows: not input rows
+                continue
             cols = ["source_shard", "source_row"] + (["rows"] if outcome == "quarantine" else [])
             for row in pq.read_table(part, columns=cols).to_pylist():
                 for offset in range(row.get("rows", 1)):

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from thresher.pipeline.apply import apply_stage
-from thresher.stages import dataman
+from thresher.stages import base
 from thresher.stages.base import BatchFailure, Stage
 
 
@@ -40,14 +40,30 @@ def test_a_batch_failure_quarantines_the_whole_batch_without_bisecting():
                for e in errors)
 
 
-def test_a_batch_that_keeps_killing_its_worker_is_failed_after_three_tries(tmp_path, monkeypatch):
-    monkeypatch.setattr(dataman.tempfile, "gettempdir", lambda: str(tmp_path))
+def test_a_batch_that_keeps_killing_its_worker_is_failed_after_three_deaths(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(base.tempfile, "gettempdir", lambda: str(tmp_path))
     ids = ["x1", "x2"]
-    for _ in range(dataman.MAX_BATCH_ATTEMPTS):
-        dataman._count_attempt(ids, "dataman")
+    marker_dir = tmp_path / f"thresher-attempts-{os.getuid()}" / "dataman"
+    dead = []  # held, so that no finally runs: as when the process is gone
+    for _ in range(base.MAX_BATCH_ATTEMPTS):  # each time the worker dies inside the call
+        dead.append(base.attempt_guard(ids, "dataman"))
+        dead[-1].__enter__()
     with pytest.raises(BatchFailure, match="died on this batch 3 times"):
-        dataman._count_attempt(ids, "dataman")
-    dataman._count_attempt(["other"], "dataman")  # another batch has its own count
+        with base.attempt_guard(ids, "dataman"):
+            pass
+    assert not list(marker_dir.iterdir())  # given up: the count is cleared
+
+
+def test_a_batch_that_returns_leaves_no_count_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(base.tempfile, "gettempdir", lambda: str(tmp_path))
+    for _ in range(5):  # the same batch in run after run is never failed for it
+        with base.attempt_guard(["same"], "wrap"):
+            pass
+    with pytest.raises(ValueError):
+        with base.attempt_guard(["same"], "wrap"):
+            raise ValueError("engine said no")
+    assert not list((tmp_path / f"thresher-attempts-{os.getuid()}" / "wrap").iterdir())
 
 
 def test_a_call_past_its_deadline_ends_the_worker_with_a_message():

@@ -1,0 +1,137 @@
+"""The proxy model Aioli trains to measure how groups of data help each other: a
+small byte-level causal Transformer in PyTorch (CPU by default, CUDA when there is
+one), sized by config.
+
+Per-group validation loss is the mean over the group's validation sequences of each
+sequence's mean token loss, as in the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+VOCAB = 256  # bytes
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    context: int = 128
+    width: int = 128
+    layers: int = 2
+    heads: int = 4
+    batch_size: int = 16
+    lr: float = 1e-3
+    val_sequences: int = 16  # per group
+    device: str = "auto"
+    threads: int | None = None
+
+
+def encode(texts: list[str], min_len: int) -> list[np.ndarray]:
+    """UTF-8 bytes of each text, dropping those too short for one sequence."""
+    arrays = [np.frombuffer(t.encode("utf-8"), dtype=np.uint8) for t in texts]
+    return [a for a in arrays if len(a) >= min_len]
+
+
+class ProxyTrainer:
+    """A Trainer (models/aioli.py) over groups of texts: trains one proxy model on
+    mixtures of the groups and reports per-group validation (or test) losses."""
+
+    def __init__(self, train: dict[str, list[str]], val: dict[str, list[str]],
+                 settings: ProxySettings = ProxySettings(), seed: int = 0):
+        import torch
+
+        self.torch = torch
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self.s = settings
+        self.groups = sorted(train)
+        need = settings.context + 1
+        self.train_docs = {g: encode(train[g], need) for g in self.groups}
+        empty = [g for g, docs in self.train_docs.items() if not docs]
+        if empty:
+            raise ValueError(f"groups {empty} have no training text of at least {need} bytes")
+        self.rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") \
+            if settings.device == "auto" else settings.device
+        self.model = _build(settings).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.lr)
+        self.val = self.fixed_sequences(val)
+        self.steps = 0
+
+    def fixed_sequences(self, texts: dict[str, list[str]]) -> dict[str, "object"]:
+        """The first window of up to val_sequences documents per group, fixed."""
+        out = {}
+        for g in self.groups:
+            docs = encode(texts.get(g, []), self.s.context + 1)[: self.s.val_sequences]
+            if not docs:
+                raise ValueError(f"group {g!r} has no held-out text of at least "
+                                 f"{self.s.context + 1} bytes")
+            out[g] = self.torch.tensor(np.stack([d[: self.s.context + 1] for d in docs]),
+                                       dtype=self.torch.long, device=self.device)
+        return out
+
+    def train(self, p: np.ndarray, steps: int) -> None:
+        torch = self.torch
+        self.model.train()
+        for _ in range(steps):
+            groups = self.rng.choice(len(self.groups), size=self.s.batch_size, p=p)
+            batch = np.stack([self._window(self.groups[g]) for g in groups])
+            tokens = torch.tensor(batch, dtype=torch.long, device=self.device)
+            logits = self.model(tokens[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB),
+                                                     tokens[:, 1:].reshape(-1))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.steps += 1
+
+    def _window(self, group: str) -> np.ndarray:
+        docs = self.train_docs[group]
+        doc = docs[self.rng.integers(len(docs))]
+        start = self.rng.integers(len(doc) - self.s.context)
+        return doc[start:start + self.s.context + 1]
+
+    def losses(self, sequences: dict | None = None) -> np.ndarray:
+        """Per group: the mean over sequences of each sequence's mean token loss."""
+        torch = self.torch
+        sequences = sequences or self.val
+        self.model.eval()
+        out = []
+        with torch.inference_mode():
+            for g in self.groups:
+                tokens = sequences[g]
+                logits = self.model(tokens[:, :-1])
+                per_token = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, VOCAB), tokens[:, 1:].reshape(-1), reduction="none")
+                out.append(per_token.view(tokens.shape[0], -1).mean(dim=1).mean().item())
+        return np.array(out)
+
+
+def _build(s: ProxySettings):
+    import torch
+    from torch import nn
+
+    class ByteLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(VOCAB, s.width)
+            self.position = nn.Embedding(s.context, s.width)
+            layer = nn.TransformerEncoderLayer(s.width, s.heads, 4 * s.width, dropout=0.0,
+                                               batch_first=True, norm_first=True)
+            self.blocks = nn.TransformerEncoder(layer, s.layers, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(s.width)
+            self.head = nn.Linear(s.width, VOCAB, bias=False)
+            self.head.weight = self.embed.weight  # tied
+            self.register_buffer("causal", torch.triu(
+                torch.full((s.context, s.context), float("-inf")), diagonal=1))
+
+        def forward(self, tokens):
+            n = tokens.shape[1]
+            x = self.embed(tokens) + self.position(torch.arange(n, device=tokens.device))
+            x = self.blocks(x, mask=self.causal[:n, :n], is_causal=True)
+            return self.head(self.norm(x))
+
+    return ByteLM()

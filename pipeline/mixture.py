@@ -1,0 +1,237 @@
+"""The global mixing step after a run: Aioli's proportions over groups of curated
+documents, the baselines under the same budget, and the final training shards.
+
+1. Sample: per group (a column such as `dataman_domain` or `lang`), the documents
+   whose id hashes lowest, streamed from curated/ (bounded: `docs_per_group`), split
+   by another hash into train / validation / test.
+2. Mix: Aioli (models/aioli.py) on the proxy LM (models/proxy_lm.py), then each
+   baseline (stratified = uniform, or a fixed mixture) from the same initial model
+   seed for the same number of steps; per-group validation and test losses of each.
+3. Write: OUT/mixture/proportions.json, then training shards drawn per group to
+   `training_tokens` with Aioli's p: each document is taken floor(k) times plus once
+   more with probability frac(k), k = the group's target / its tokens, decided by a
+   hash of (seed, id): deterministic, streaming, two passes over curated/. A group
+   with too few tokens is upsampled (k > 1), and that is reported, not hidden.
+Tokens here are whitespace-separated words.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+import math
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from thresher.models.aioli import AioliSettings, run_aioli, run_fixed
+from thresher.models.proxy_lm import ProxySettings, ProxyTrainer
+from thresher.pipeline.config import MixtureOptions
+from thresher.pipeline.write import is_synthetic_part, write_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+OTHER = "other"
+
+
+def _unit(*parts: str) -> float:
+    digest = hashlib.sha1("\x1f".join(parts).encode()).hexdigest()
+    return int(digest[:12], 16) / float(1 << 48)
+
+
+def _parts(out: Path) -> tuple[list[Path], list[Path]]:
+    parts = sorted((out / "curated").glob("part-*.parquet"))
+    return ([p for p in parts if not is_synthetic_part(p)], [p for p in parts if is_synthetic_part(p)])
+
+
+def _scan(parts: list[Path], columns: list[str]):
+    """Record batches of the wanted columns (a missing column reads as null)."""
+    for part in parts:
+        dataset = ds.dataset(part)
+        present = [c for c in columns if c in dataset.schema.names]
+        for batch in dataset.to_batches(columns=present, batch_size=4096):
+            table = pa.Table.from_batches([batch])
+            for c in columns:
+                if c not in present:
+                    table = table.append_column(c, pa.nulls(table.num_rows, pa.string()))
+            yield table
+
+
+def group_sizes(parts: list[Path], group_by: str) -> Counter:
+    sizes: Counter = Counter()
+    for table in _scan(parts, [group_by]):
+        sizes.update(str(g) for g in table.column(group_by).to_pylist())
+    return sizes
+
+
+def group_names(sizes: Counter, max_groups: int) -> tuple[list[str], dict[str, str]]:
+    """The largest max_groups groups, the rest merged into `other` (when it exists)."""
+    top = [g for g, _ in sizes.most_common(max_groups)]
+    mapping = {g: (g if g in top else OTHER) for g in sizes}
+    return sorted(set(mapping.values())), mapping
+
+
+def sample_groups(parts, group_by, mapping, per_group: int, seed: int) -> dict[str, dict]:
+    """Bottom-k by hash of the id per group, then train / val / test by another hash."""
+    heaps: dict[str, list] = defaultdict(list)
+    for table in _scan(parts, ["id", "text", group_by]):
+        for doc_id, text, group in zip(*(table.column(c).to_pylist()
+                                         for c in ("id", "text", group_by))):
+            key = -_unit(str(seed), "sample", doc_id)
+            heap = heaps[mapping[str(group)]]
+            if len(heap) < per_group:
+                heapq.heappush(heap, (key, doc_id, text))
+            elif key > heap[0][0]:
+                heapq.heapreplace(heap, (key, doc_id, text))
+    splits = {}
+    for group, heap in heaps.items():
+        split = {"train": [], "val": [], "test": []}
+        for _, doc_id, text in heap:
+            u = _unit(str(seed), "split", doc_id)
+            split["val" if u < 0.1 else "test" if u < 0.2 else "train"].append(text)
+        splits[group] = split
+    return splits
+
+
+def estimate(out: Path, options: MixtureOptions) -> dict:
+    """Steps 1 and 2: the proportions and the comparison, as written to proportions.json."""
+    real, _ = _parts(out)
+    sizes = group_sizes(real, options.group_by)
+    groups, mapping = group_names(sizes, options.max_groups)
+    if len(groups) < 2:
+        raise ValueError(f"mixing needs at least 2 groups in `{options.group_by}`; the curated "
+                         f"rows have {dict(sizes)}")
+    splits = sample_groups(real, options.group_by, mapping, options.docs_per_group, options.seed)
+    proxy = ProxySettings(**options.proxy)
+    settings = AioliSettings(seed=options.seed, **options.aioli)
+    train = {g: splits[g]["train"] for g in groups}
+    val = {g: splits[g]["val"] for g in groups}
+    test = {g: splits[g]["test"] for g in groups}
+
+    def fresh() -> ProxyTrainer:  # the same initial model for every method
+        return ProxyTrainer(train, val, proxy, seed=options.seed)
+
+    results = {}
+    started = time.perf_counter()
+    trainer = fresh()
+    trace = run_aioli(trainer, settings, log=lambda r, p, l: log.info(
+        "aioli round %d: p=%s mean val loss %.4f", r, np.round(p, 3).tolist(), np.mean(l)))
+    results["aioli"] = _summary(trace, trainer, test, started)
+    for name, p in _baselines(options.baselines, groups):
+        started = time.perf_counter()
+        trainer = fresh()
+        results[name] = _summary(run_fixed(trainer, p, settings), trainer, test, started)
+    return {"group_by": options.group_by, "groups": groups,
+            "group_docs": {g: sum(n for k, n in sizes.items() if mapping[k] == g) for g in groups},
+            "p": results["aioli"]["p"][-1], "settings": asdict(settings), "proxy": asdict(proxy),
+            "sample": {g: {k: len(v) for k, v in splits[g].items()} for g in groups},
+            "methods": results,
+            "test_loss_mean": {name: r["test_loss_mean"] for name, r in results.items()}}
+
+
+def _baselines(baselines: list, groups: list[str]):
+    for entry in baselines:
+        if entry == "stratified":
+            yield "stratified", np.ones(len(groups))
+        elif isinstance(entry, dict) and "fixed" in entry:
+            weights = entry["fixed"]
+            yield "fixed", np.array([float(weights.get(g, 0.0)) for g in groups])
+
+
+def _summary(trace, trainer: ProxyTrainer, test: dict, started: float) -> dict:
+    test_losses = trainer.losses(trainer.fixed_sequences(test))
+    return {"seconds": round(time.perf_counter() - started, 2), "p": trace.p, "A": trace.A, "val_losses": trace.losses, "steps": trace.steps,
+            "test_losses": test_losses.tolist(), "test_loss_mean": float(np.mean(test_losses)),
+            "test_perplexity_mean": float(np.mean(np.exp(test_losses)))}
+
+
+def write_training_shards(out: Path, options: MixtureOptions, mixture: dict) -> dict:
+    """Step 3: documents per group to the token budget with p (see the module doc)."""
+    real, synthetic = _parts(out)
+    parts = real + synthetic
+    groups, p = mixture["groups"], dict(zip(mixture["groups"], mixture["p"]))
+    sizes = group_sizes(real, options.group_by)
+    _, mapping = group_names(sizes, options.max_groups)
+    tokens: Counter = Counter()
+    skipped = 0
+    for table in _scan(parts, ["text", options.group_by]):
+        for text, group in zip(table.column("text").to_pylist(),
+                               table.column(options.group_by).to_pylist()):
+            if group is None or str(group) not in mapping:
+                skipped += 1
+                continue
+            tokens[mapping[str(group)]] += len(text.split())
+    budget = options.training_tokens or sum(tokens.values())
+    factor = {g: (p[g] * budget / tokens[g]) if tokens[g] else 0.0 for g in groups}
+    folder = out / "training"
+    for old in folder.glob("shard-*.parquet"):
+        old.unlink()
+    index = {"seed": options.seed, "budget_tokens": budget, "p": p, "shards": [],
+             "groups": {g: {"available_tokens": tokens[g], "target_tokens": round(p[g] * budget),
+                            "sampling_factor": round(factor[g], 4),
+                            "upsampled": factor[g] > 1, "tokens": 0, "docs": 0, "repeats": 0}
+                        for g in groups},
+             "skipped_without_group": skipped}
+    rows: list[dict] = []
+    columns = ["id", "text", options.group_by, "synthetic", "parent_id", "source_shard",
+               "source_row"]
+    for table in _scan(parts, columns):
+        for row in table.to_pylist():
+            group = row[options.group_by]
+            if group is None or str(group) not in mapping:
+                continue
+            group = mapping[str(group)]
+            k = factor[group]
+            copies = int(math.floor(k)) + (_unit(str(options.seed), "draw", row["id"]) < k % 1)
+            for copy in range(copies):
+                n = len(row["text"].split())
+                stats = index["groups"][group]
+                stats["tokens"] += n
+                stats["docs"] += copy == 0
+                stats["repeats"] += copy > 0
+                rows.append({"id": row["id"], "text": row["text"], "group": group,
+                             "synthetic": bool(row["synthetic"]), "parent_id": row["parent_id"],
+                             "source_shard": row["source_shard"], "source_row": row["source_row"],
+                             "copy": copy})
+            if len(rows) >= options.shard_max_rows:
+                _flush(folder, rows, index)
+    _flush(folder, rows, index)
+    write_text_atomic(folder / "index.json", json.dumps(index, indent=1))
+    return index
+
+
+def _flush(folder: Path, rows: list[dict], index: dict) -> None:
+    if not rows:
+        return
+    table = pa.Table.from_pylist(rows, schema=TRAINING_SCHEMA)
+    name = f"shard-{len(index['shards']):05d}.parquet"
+    write_atomic(table, folder / name)
+    counts = Counter()
+    for r in rows:
+        counts[r["group"]] += len(r["text"].split())
+    index["shards"].append({"file": name, "rows": len(rows), "tokens": dict(counts)})
+    rows.clear()
+
+
+TRAINING_SCHEMA = pa.schema([
+    ("id", pa.string()), ("text", pa.string()), ("group", pa.string()),
+    ("synthetic", pa.bool_()), ("parent_id", pa.string()), ("source_shard", pa.string()),
+    ("source_row", pa.int64()), ("copy", pa.int32()),
+])
+
+
+def run_mixture(out: Path, options: MixtureOptions) -> dict:
+    mixture = estimate(out, options)
+    write_text_atomic(out / "mixture" / "proportions.json", json.dumps(mixture, indent=1))
+    index = write_training_shards(out, options, mixture)
+    return {"groups": mixture["groups"], "p": mixture["p"],
+            "test_loss_mean": mixture["test_loss_mean"],
+            "training": {"shards": len(index["shards"]), "budget_tokens": index["budget_tokens"],
+                         "upsampled_groups": [g for g, s in index["groups"].items()
+                                              if s["upsampled"]]}}

@@ -1,0 +1,99 @@
+"""The global mixing step on a small curated output: proportions.json with Aioli and
+the stratified baseline, and training shards drawn per group with Aioli's p."""
+
+import json
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from thresher.pipeline.config import ConfigError, MixtureOptions, parse_config
+from thresher.pipeline.mixture import run_mixture
+
+WORDS = {"en": "the river city bridge water boat people street market old".split(),
+         "de": "der fluss stadt brücke wasser boot leute straße markt alt".split(),
+         "es": "el río ciudad puente agua barco gente calle mercado viejo".split()}
+
+
+def curated_output(tmp_path, per_group=(120, 60, 30)):
+    rng = random.Random(0)
+    rows = []
+    for (lang, words), n in zip(WORDS.items(), per_group):
+        for i in range(n):
+            rows.append({"id": f"{lang}{i}", "lang": lang, "source_shard": "s",
+                         "source_row": len(rows), "synthetic": False,
+                         "text": " ".join(rng.choice(words) for _ in range(60))})
+    out = tmp_path / "out"
+    (out / "curated").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), out / "curated" / "part-abc-0000000000.parquet")
+    synthetic = [{"id": "en0-wrap-qa", "text": "Question: what? Answer: the river.",
+                  "synthetic": True, "parent_id": "en0", "style": "qa", "lang": "en",
+                  "source_shard": "s", "source_row": 0}]
+    pq.write_table(pa.Table.from_pylist(synthetic),
+                   out / "curated" / "part-abc-syn0000000000.parquet")
+    return out
+
+
+OPTIONS = MixtureOptions(
+    group_by="lang", max_groups=2, docs_per_group=40,
+    proxy={"context": 32, "width": 32, "layers": 1, "heads": 2, "batch_size": 4,
+           "val_sequences": 4, "threads": 1},
+    aioli={"total_steps": 60, "round_steps": 30, "lp_rounds": 1, "lp_steps": 3},
+    baselines=("stratified", {"fixed": {"en": 0.5, "de": 0.3, "other": 0.2}}),
+    training_tokens=6000, shard_max_rows=50)
+
+
+def test_mixture_writes_proportions_and_training_shards(tmp_path):
+    out = curated_output(tmp_path)
+    summary = run_mixture(out, OPTIONS)
+    assert summary["groups"] == ["de", "en", "other"]  # es is the smallest: merged
+    mixture = json.loads((out / "mixture" / "proportions.json").read_text())
+    assert set(mixture["methods"]) == {"aioli", "stratified", "fixed"}
+    aioli = mixture["methods"]["aioli"]
+    assert len(aioli["p"]) == len(aioli["A"]) == 2 and aioli["steps"] == 60
+    assert sum(mixture["p"]) == pytest.approx(1)
+    assert mixture["methods"]["stratified"]["p"][0] == pytest.approx([1 / 3] * 3)
+    for method in mixture["methods"].values():
+        assert len(method["test_losses"]) == 3 and method["test_loss_mean"] > 0
+
+    index = json.loads((out / "training" / "index.json").read_text())
+    shards = sorted((out / "training").glob("shard-*.parquet"))
+    assert [s["file"] for s in index["shards"]] == [p.name for p in shards]
+    table = pa.concat_tables([pq.read_table(p) for p in shards])
+    assert all(pq.read_metadata(p).num_rows <= 50 for p in shards)
+    total = sum(len(t.split()) for t in table.column("text").to_pylist())
+    assert total == pytest.approx(6000, rel=0.2)
+    for group, stats in index["groups"].items():
+        got = sum(len(r["text"].split()) for r in table.to_pylist() if r["group"] == group)
+        assert got == stats["tokens"]
+        assert stats["target_tokens"] == round(mixture["p"][mixture["groups"].index(group)] * 6000)
+        assert stats["upsampled"] == (stats["sampling_factor"] > 1)
+    assert "en0-wrap-qa" in table.column("id").to_pylist() or index["groups"]["en"][
+        "sampling_factor"] < 1  # synthetic rows are drawn like real ones
+
+    # Deterministic given the seed.
+    again = run_mixture(out, OPTIONS)
+    assert again["p"] == summary["p"]
+    assert pa.concat_tables([pq.read_table(p) for p in sorted(
+        (out / "training").glob("shard-*.parquet"))]).equals(table)
+
+
+def test_a_short_group_is_upsampled_and_says_so(tmp_path):
+    out = curated_output(tmp_path, per_group=(60, 60, 60))
+    options = MixtureOptions(**{**OPTIONS.__dict__, "max_groups": 3,
+                                "training_tokens": 60 * 60 * 3 * 2})
+    run_mixture(out, options)
+    index = json.loads((out / "training" / "index.json").read_text())
+    assert all(g["upsampled"] and g["repeats"] > 0 for g in index["groups"].values())
+
+
+def test_mixture_config_errors():
+    for text, message in [
+        ({"mixture": {"proxy": {"depth": 3}}}, "mixture.proxy: unknown keys"),
+        ({"mixture": {"baselines": ["uniform"]}}, "not `stratified`"),
+        ({"mixture": {"colour": 1}}, "mixture"),
+        ({"mixture": {"docs_per_group": 5}}, "docs_per_group"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_config({"stages": [], **text}, "c.yaml")
