@@ -199,8 +199,8 @@ def write_training_shards(out: Path, options: MixtureOptions, mixture: dict) -> 
                              "synthetic": bool(row["synthetic"]), "parent_id": row["parent_id"],
                              "source_shard": row["source_shard"], "source_row": row["source_row"],
                              "copy": copy})
-            if len(rows) >= options.shard_max_rows:
-                _flush(folder, rows, index)
+                if len(rows) >= options.shard_max_rows:
+                    _flush(folder, rows, index)
     _flush(folder, rows, index)
     write_text_atomic(folder / "index.json", json.dumps(index, indent=1))
     return index

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 from pathlib import Path
 
@@ -34,6 +35,9 @@ def write(out: Path, run_dir: Path, manifest: dict) -> Path:
         figures.append(_per_language(curated, rejected))
     for column in _score_columns(curated, rejected):
         figures.append(_histogram(column, curated, rejected))
+    proportions = out / "mixture" / "proportions.json"
+    if manifest.get("mixture") and "p" in manifest["mixture"] and proportions.is_file():
+        figures += _mixture(json.loads(proportions.read_text()))
     path = run_dir / "report.html"
     path.write_text(_page(manifest, [f for f in figures if f]))
     return path
@@ -77,6 +81,31 @@ def _figure(draw) -> str:
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _mixture(mixture: dict) -> list[str]:
+    """Aioli's p over rounds, and each method's per-group test loss."""
+    groups, methods = mixture["groups"], mixture["methods"]
+    rounds = methods["aioli"]["p"]
+
+    def proportions(ax):
+        for j, group in enumerate(groups):
+            ax.plot(range(1, len(rounds) + 1), [p[j] for p in rounds], marker="o", label=group)
+        ax.set_xlabel("round")
+        ax.set_ylabel("p")
+        ax.set_title("Aioli mixture proportions over rounds")
+        ax.legend()
+
+    def losses(ax):
+        width = 0.8 / len(methods)
+        for k, (name, result) in enumerate(methods.items()):
+            ax.bar([j + k * width for j in range(len(groups))], result["test_losses"],
+                   width, label=f"{name} (mean {result['test_loss_mean']:.3f})")
+        ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(groups))], groups)
+        ax.set_ylabel("test loss (nats/byte)")
+        ax.set_title("proxy model: per-group test loss, same budget")
+        ax.legend()
+    return [_figure(proportions), _figure(losses)]
 
 
 def _outcomes(manifest: dict) -> str:

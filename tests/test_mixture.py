@@ -97,3 +97,32 @@ def test_mixture_config_errors():
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_config({"stages": [], **text}, "c.yaml")
+
+
+def test_curate_runs_the_mixture_step_and_reports_it(tmp_path, ray_cluster):
+    from conftest import write_shard
+    from thresher.pipeline.config import load_config
+    from thresher.pipeline.run import curate
+
+    rng = random.Random(1)
+    rows = [{"id": f"{lang}{i}", "text": " ".join(rng.choice(words) for _ in range(40))}
+            for lang, words in WORDS.items() for i in range(50)]
+    write_shard(tmp_path / "crawl" / "a.parquet", rows)
+    config = tmp_path / "c.yaml"
+    config.write_text("""
+stages: [{stage: lang}]
+mixture:
+  group_by: lang
+  max_groups: 3
+  docs_per_group: 40
+  proxy: {context: 32, width: 32, layers: 1, heads: 2, batch_size: 4, val_sequences: 4}
+  aioli: {total_steps: 60, round_steps: 30, lp_rounds: 1, lp_steps: 3}
+""")
+    result = curate([str(tmp_path / "crawl")], tmp_path / "out", load_config(config),
+                    progress=False)
+    manifest = json.loads(result.manifest_path.read_text())
+    assert manifest["mixture"]["groups"] == ["de", "en", "es"]
+    assert set(manifest["mixture"]["test_loss_mean"]) == {"aioli", "stratified"}
+    assert (tmp_path / "out" / "training" / "index.json").is_file()
+    assert "Aioli mixture proportions" not in result.report_path.read_text()  # images only
+    assert result.report_path.read_text().count("data:image/png") >= 4
