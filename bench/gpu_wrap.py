@@ -50,8 +50,10 @@ def main() -> int:
         n = len(texts)
         batch = pa.table({"id": [f"g{i}" for i in range(n)], "text": texts,
                           "_error": pa.nulls(n, pa.string()), "_pre": pa.nulls(n, pa.string())})
-        generated = []
         generate = stage._engine.generate
+        generate([[{"role": "user", "content": "w1 w2 the river"}]] * 4,
+                 Sampling(max_new_tokens=8))  # warm-up, so neither side pays it
+        generated = []
         stage._engine.generate = lambda reqs, s: generated.extend(generate(reqs, s)) or \
             generated[-len(reqs):]
         start = time.perf_counter()
