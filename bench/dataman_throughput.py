@@ -32,6 +32,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.peers import bare_generate  # noqa: E402
 from thresher.models.dataman import RATINGS, rate  # noqa: E402
 from thresher.models.dataman_student import DataManStudent, student_text, train_student  # noqa: E402
 from thresher.pipeline.apply import apply_stage  # noqa: E402
@@ -99,17 +100,7 @@ def bench_teacher(texts: list[str], threads: int) -> list[tuple]:
     prompts = [tok.apply_chat_template(build_request(cut(t, tok, max_tokens=512)[0], "instruct",
                                                      markers),
                                        tokenize=False, add_generation_prompt=True) for t in texts]
-    sampling = sampling_for("instruct")
-    bare_tokens = 0
-    started = time.perf_counter()
-    for s in range(0, len(prompts), 8):
-        enc = tok(prompts[s:s + 8], return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=sampling.max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
-        new = out[:, enc["input_ids"].shape[1]:]
-        bare_tokens += int((new != tok.pad_token_id).sum())
-    bare = time.perf_counter() - started
+    bare_tokens, bare = bare_generate(tok, model, prompts, sampling_for("instruct").max_new_tokens)
     parsed = sum(r.status == "ok" for r in ratings)
     n = len(texts)
     print(f"teacher: {parsed}/{n} answers parsed; {threads} threads")

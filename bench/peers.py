@@ -20,3 +20,25 @@ def datatrove_kenlm(lm_dir: str | Path, lang: str):
     tokenizer._model = sentencepiece.SentencePieceProcessor(model_file=str(lm_dir / f"{lang}.sp.model"))
     model._tokenizer = tokenizer
     return model
+
+
+def bare_generate(tokenizer, model, prompts: list[str], max_new_tokens: int,
+                  sample: dict | None = None, batch: int = 8) -> tuple[int, float]:
+    """The peer of thresher's LLM calls: transformers `generate` on already templated
+    prompts, in batches in input order; (new tokens, seconds). `sample`: sampling
+    settings (temperature, top_p), or None for greedy."""
+    import time
+
+    import torch
+
+    tokens = 0
+    started = time.perf_counter()
+    for s in range(0, len(prompts), batch):
+        enc = tokenizer(prompts[s:s + batch], return_tensors="pt", padding=True,
+                        add_special_tokens=False)
+        options = {"do_sample": True, "top_k": None, **sample} if sample else {"do_sample": False}
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tokenizer.pad_token_id, **options)
+        tokens += int((out[:, enc["input_ids"].shape[1]:] != tokenizer.pad_token_id).sum())
+    return tokens, time.perf_counter() - started

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.peers import bare_generate  # noqa: E402
 from thresher.models.langid import FastTextLID  # noqa: E402
 from thresher.models.registry import resolve  # noqa: E402
 from thresher.models.wrap import build_request, chunk_text  # noqa: E402
@@ -43,8 +44,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     import torch
-
-    from thresher.models.llm import Sampling
 
     torch.set_num_threads(args.threads)
     texts = english_docs(args.input, args.docs)
@@ -70,18 +69,9 @@ def main() -> None:
     prompts = [tok.apply_chat_template(build_request(c.text, "medium", stage._markers),
                                        tokenize=False, add_generation_prompt=True) for c in chunks]
     longest = max(c.tokens for c in chunks)
-    sampling = Sampling(max_new_tokens=int(longest * 2.0) + 8, temperature=0.7, top_p=0.9)
     torch.manual_seed(0)
-    bare_tokens = 0
-    started = time.perf_counter()
-    for s in range(0, len(prompts), 8):
-        enc = tok(prompts[s:s + 8], return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            gen = model.generate(**enc, max_new_tokens=sampling.max_new_tokens, do_sample=True,
-                                 temperature=0.7, top_p=0.9, top_k=None,
-                                 pad_token_id=tok.pad_token_id)
-        bare_tokens += int((gen[:, enc["input_ids"].shape[1]:] != tok.pad_token_id).sum())
-    bare = time.perf_counter() - started
+    bare_tokens, bare = bare_generate(tok, model, prompts, int(longest * 2.0) + 8,
+                                      sample={"temperature": 0.7, "top_p": 0.9})
     print(f"{n} documents, {len(chunks)} chunks; stage: {len(made)} paraphrases kept, "
           f"guards dropped {len(drops)} ({drops}); {args.threads} threads")
     print("| implementation | chunks | s | new tokens | new tokens/s |")
