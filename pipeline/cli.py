@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     curate.add_argument("--no-progress", action="store_true", help="hide Ray's progress bars")
     curate.set_defaults(func=_curate)
 
+    plan = commands.add_parser("plan", help="what `curate` would do (new, changed, resumed, "
+                                            "done shards), without doing it")
+    plan.add_argument("--input", "-i", nargs="+", required=True,
+                      help="Parquet files, directories or globs")
+    plan.add_argument("--output", "-o", required=True, help="output directory (its ledger)")
+    plan.add_argument("--json", action="store_true", help="one JSON object per shard")
+    plan.set_defaults(func=_plan)
+
     status = commands.add_parser("status", help="what the ledger of an output knows")
     status.add_argument("--output", "-o", required=True)
     status.set_defaults(func=_status)
@@ -142,6 +150,30 @@ def _curate(args) -> int:
 
 def _plan_text(plan: dict) -> str:
     return ", ".join(f"{n} shards {k}" for k, n in plan.items() if n) or "no shards"
+
+
+def _plan(args) -> int:
+    from collections import Counter
+
+    from thresher.pipeline.run import plan
+
+    entries = plan(args.input, args.output)
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry))
+        return 0
+    counts = Counter(e["action"] for e in entries)
+    rows = Counter()
+    for e in entries:
+        rows[e["action"]] += e["rows"] or 0
+    print(f"thresher: {len(entries)} input shards against {args.output}: "
+          + ", ".join(f"{counts[a]} {a} ({rows[a]:,} rows)"
+                      for a in ("new", "changed", "resumed", "done") if counts[a]))
+    for entry in entries:
+        if entry["action"] != "done":
+            note = f"  (unreadable: {entry['error']})" if entry["error"] else ""
+            print(f"  {entry['action']:<8} {entry['rows'] or 0:>10,}  {entry['path']}{note}")
+    return 0
 
 
 def _status(args) -> int:

@@ -141,6 +141,30 @@ def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunR
     return result
 
 
+def plan(inputs: list[str], out_dir: str | Path) -> list[dict]:
+    """What `curate` would do with these inputs, without doing it or writing anything:
+    one entry per input shard with its action (new, changed, resumed, done)."""
+    out = Path(out_dir)
+    shards = inspect_shards(expand_inputs(inputs))
+    ledger = Ledger(out) if (out / "ledger.sqlite").exists() else None
+    entries = []
+    for shard in shards:
+        known = ledger.get(shard.path) if ledger else None
+        if known is None:
+            action = "new"
+        elif known["fingerprint"] != shard.fingerprint:
+            action = "changed"
+        elif known["state"] in FINAL_STATES:
+            action = "done"
+        else:
+            action = "resumed"
+        entries.append({"path": shard.path, "action": action, "rows": shard.num_rows,
+                        "size": shard.size, "error": shard.error})
+    if ledger:
+        ledger.close()
+    return entries
+
+
 def _plan(shards: list[Shard], ledger: Ledger) -> tuple[list[Shard], dict]:
     todo, plan = [], Counter(new=0, changed=0, resumed=0, done=0)
     for shard in shards:

@@ -125,3 +125,26 @@ def test_a_killed_worker_is_replaced_and_every_row_lands_once(tmp_path):
     assert result.totals == {"rows_in": 300, "curated": 300, "rejected": 0, "quarantined": 0}
     assert_each_row_once(tmp_path / "out", shards)
     assert sum(output_rows(tmp_path / "out")["curated"].values()) == 300
+
+
+def test_plan_says_what_a_run_would_do_and_writes_nothing(tmp_path, capsys):
+    from thresher.pipeline.cli import main
+
+    crawl, out = tmp_path / "crawl", tmp_path / "out"
+    write_shard(crawl / "a.parquet", good_rows(30, "a"))
+    assert main(["plan", "-i", str(crawl), "-o", str(out)]) == 0
+    assert "1 input shards against" in capsys.readouterr().out and not out.exists()
+
+    run([crawl], out)
+    write_shard(crawl / "b.parquet", good_rows(12, "b"))
+    write_shard(crawl / "a.parquet", good_rows(31, "a"))  # changed since the run
+    (crawl / "bad.parquet").write_bytes(b"not parquet")
+    assert main(["plan", "-i", str(crawl), "-o", str(out), "--json"]) == 0
+    entries = {e["path"].rsplit("/", 1)[-1]: e
+               for e in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert entries["a.parquet"]["action"] == "changed" and entries["a.parquet"]["rows"] == 31
+    assert entries["b.parquet"]["action"] == "new" and entries["b.parquet"]["rows"] == 12
+    assert entries["bad.parquet"]["action"] == "new" and entries["bad.parquet"]["error"]
+    run([crawl], out)
+    assert main(["plan", "-i", str(crawl), "-o", str(out)]) == 0
+    assert "3 done" in capsys.readouterr().out
