@@ -10,7 +10,6 @@ well the student agrees with the teacher on held-out rows.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import tempfile
@@ -20,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from thresher.models.dataman import DOMAINS, RATINGS, STATUS_OK, clean
+from thresher.models.hashing import unit_hash
 
 TARGETS = RATINGS + ("domain",)
 STUDENT_CHARS = 4000  # what the student reads of a document: enough, and bounded cost
@@ -42,8 +42,7 @@ def _label_column(target: str) -> str:
 
 def _held_out(key: str, fraction: float) -> bool:
     # Salted: the teacher's sample itself is chosen by the plain hash of the id.
-    digest = hashlib.sha1(f"held-out:{key}".encode()).hexdigest()
-    return int(digest[:8], 16) / 0x100000000 < fraction
+    return unit_hash(f"held-out:{key}") < fraction
 
 
 def train_student(annotations: pa.Table, out: Path, holdout: float = 0.2) -> dict:

@@ -147,19 +147,8 @@ def plan(inputs: list[str], out_dir: str | Path) -> list[dict]:
     out = Path(out_dir)
     shards = inspect_shards(expand_inputs(inputs))
     ledger = Ledger(out) if (out / "ledger.sqlite").exists() else None
-    entries = []
-    for shard in shards:
-        known = ledger.get(shard.path) if ledger else None
-        if known is None:
-            action = "new"
-        elif known["fingerprint"] != shard.fingerprint:
-            action = "changed"
-        elif known["state"] in FINAL_STATES:
-            action = "done"
-        else:
-            action = "resumed"
-        entries.append({"path": shard.path, "action": action, "rows": shard.num_rows,
-                        "size": shard.size, "error": shard.error})
+    entries = [{"path": shard.path, "action": _action(shard, ledger), "rows": shard.num_rows,
+                "size": shard.size, "error": shard.error} for shard in shards]
     if ledger:
         ledger.close()
     return entries
@@ -168,18 +157,21 @@ def plan(inputs: list[str], out_dir: str | Path) -> list[dict]:
 def _plan(shards: list[Shard], ledger: Ledger) -> tuple[list[Shard], dict]:
     todo, plan = [], Counter(new=0, changed=0, resumed=0, done=0)
     for shard in shards:
-        known = ledger.get(shard.path)
-        if known is None:
-            plan["new"] += 1
-        elif known["fingerprint"] != shard.fingerprint:
-            plan["changed"] += 1
-        elif known["state"] in FINAL_STATES:
-            plan["done"] += 1
-            continue
-        else:
-            plan["resumed"] += 1
-        todo.append(shard)
+        action = _action(shard, ledger)
+        plan[action] += 1
+        if action != "done":
+            todo.append(shard)
     return todo, dict(plan)
+
+
+def _action(shard: Shard, ledger: Ledger | None) -> str:
+    """new, changed (fingerprint differs), done (in a final state) or resumed."""
+    known = ledger.get(shard.path) if ledger else None
+    if known is None:
+        return "new"
+    if known["fingerprint"] != shard.fingerprint:
+        return "changed"
+    return "done" if known["state"] in FINAL_STATES else "resumed"
 
 
 def _clear_old_parts(out: Path, shards: list[Shard]) -> None:

@@ -86,19 +86,22 @@ def _settle_shard(rows: pa.Table, key: str, out: Path, part_max_rows: int,
         .rename_columns({"_error": "error", "_count": "rows"}),
     }
     for outcome, table in outputs.items():
-        per_part = _rows_per_part(table, part_max_rows, part_max_bytes)
-        for start in range(0, table.num_rows, per_part):
-            part = table.slice(start, per_part)
-            first = part.column("source_row")[0].as_py()
-            write_atomic(part, out / outcome / part_name(key, first))
-            tally["parts"] += 1
-    if synthetic is not None and synthetic.num_rows:
-        per_part = _rows_per_part(synthetic, part_max_rows, part_max_bytes)
-        for start in range(0, synthetic.num_rows, per_part):
-            part = synthetic.slice(start, per_part)
-            first = part.column("source_row")[0].as_py()
-            write_atomic(part, out / "curated" / part_name(key, first, SYNTHETIC_PART))
+        tally["parts"] += _write_parts(table, out / outcome, key, "", part_max_rows,
+                                       part_max_bytes)
+    if synthetic is not None:
+        _write_parts(synthetic, out / "curated", key, SYNTHETIC_PART, part_max_rows,
+                     part_max_bytes)
     return tally
+
+
+def _write_parts(table: pa.Table, folder: Path, key: str, kind: str, max_rows: int,
+                 max_bytes: int) -> int:
+    """The table as bounded parts named after their first source row; how many."""
+    per_part = _rows_per_part(table, max_rows, max_bytes)
+    for start in range(0, table.num_rows, per_part):
+        part = table.slice(start, per_part)
+        write_atomic(part, folder / part_name(key, part.column("source_row")[0].as_py(), kind))
+    return -(-table.num_rows // per_part)
 
 
 def synthetic_rows(curated: pa.Table, ratio: float) -> tuple[pa.Table, dict]:

@@ -7,6 +7,7 @@ rows and never imports the pipeline: the pipeline decides, stages only score.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from contextlib import contextmanager
@@ -15,6 +16,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import pyarrow as pa
+
+from thresher.models.llm import EngineError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -123,3 +128,19 @@ def attempt_guard(ids: list[str], stage: str):
         yield
     finally:
         marker.unlink(missing_ok=True)
+
+
+def call_engine(call, ids: list[str], stage: str):
+    """An engine call for a batch: retried once when the engine fails (EngineError),
+    then failed as a whole (BatchFailure); under attempt_guard, so that a batch whose
+    call keeps killing the worker also ends."""
+    with attempt_guard(ids, stage):
+        try:
+            return call()
+        except EngineError as first:
+            log.warning("%s: the engine failed once on a batch, retrying: %s", stage, first)
+            try:
+                return call()
+            except EngineError as err:
+                raise BatchFailure(f"the {stage} engine failed twice on this batch: "
+                                   f"{err}") from err

@@ -33,8 +33,9 @@ import pyarrow.parquet as pq
 
 from thresher.models.dataman import (DOMAINS, FORMATS, MAX_TOKENS, RATINGS, STATUS_FAILED,
                                      STATUS_OK, Rating, rate)
-from thresher.models.llm import ENGINES, EngineError
-from thresher.stages.base import BatchFailure, Resources, Stage, attempt_guard
+from thresher.models.hashing import unit_hash
+from thresher.models.llm import ENGINES
+from thresher.stages.base import Resources, Stage, call_engine
 
 log = logging.getLogger(__name__)
 
@@ -224,16 +225,8 @@ class DataManRating(Stage):
 
     def _rate_with_teacher(self, batch: pa.Table) -> dict:
         texts = batch.column("text").to_pylist()
-        with attempt_guard(batch.column("id").to_pylist(), self.name):
-            try:
-                ratings, _ = _rate(self._engine, texts, self.teacher)
-            except EngineError as first:
-                log.warning("dataman teacher failed once on a batch, retrying: %s", first)
-                try:
-                    ratings, _ = _rate(self._engine, texts, self.teacher)
-                except EngineError as err:
-                    raise BatchFailure(f"the dataman teacher failed twice on this batch: "
-                                       f"{err}") from err
+        ratings, _ = call_engine(lambda: _rate(self._engine, texts, self.teacher),
+                                 batch.column("id").to_pylist(), self.name)
         rows = [r.as_row() for r in ratings]
         columns = {c: [row[c] for row in rows] for c in rows[0]}
         columns["dataman_source"] = ["teacher"] * batch.num_rows
@@ -251,7 +244,7 @@ class DataManRating(Stage):
                 continue
             threshold, tie_share = by_domain.get(domain, self.cutoffs["all"])
             out.append(bool(value > threshold or (value == threshold
-                                                  and _unit_hash(doc_id) < tie_share)))
+                                                  and unit_hash(doc_id) < tie_share)))
         return out
 
     def _typed(self, columns: dict, num_rows: int) -> dict[str, pa.Array]:
@@ -323,10 +316,6 @@ def token_cutoff(metric: np.ndarray, weights: np.ndarray, fraction: float) -> li
             return [float(value), float((target - above) / at) if at else 1.0]
         above += at
     return [float(metric.min()), 1.0]
-
-
-def _unit_hash(doc_id: str) -> float:
-    return int(hashlib.sha1(doc_id.encode()).hexdigest()[:8], 16) / 0x100000000
 
 
 def _rate(engine, texts: list[str], teacher: dict):

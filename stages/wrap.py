@@ -18,16 +18,16 @@ is recorded the same way.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from pathlib import Path
 
 import pyarrow as pa
 
-from thresher.models.llm import ENGINES, EngineError, Sampling, special_markers
+from thresher.models.hashing import unit_hash
+from thresher.models.llm import ENGINES, Sampling, special_markers
 from thresher.models.wrap import STYLES, build_request, chunk_text, guard
-from thresher.stages.base import BatchFailure, Resources, Stage, attempt_guard
+from thresher.stages.base import BatchFailure, Resources, Stage, call_engine
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,7 @@ class WrapRephrase(Stage):
     def _wanted(self, doc_id: str, lang: str | None) -> bool:
         if self.languages is not None and lang is not None and lang not in self.languages:
             return False
-        digest = hashlib.sha1(f"wrap:{doc_id}".encode()).hexdigest()
-        return int(digest[:8], 16) / 0x100000000 < self.sample_fraction
+        return unit_hash(f"wrap:{doc_id}") < self.sample_fraction
 
     def _generate(self, jobs, ids) -> list[list]:
         """One engine call for every chunk of every job; outputs regrouped per job."""
@@ -155,15 +154,8 @@ class WrapRephrase(Stage):
                 owners.append(j)
         longest = max(c.tokens for _, _, chunks in jobs for c in chunks)
         sampling = Sampling(max_new_tokens=int(longest * self.limits[1]) + 8, **self.sampling)
-        with attempt_guard(ids, self.name):  # a batch that keeps killing the worker
-            for attempt in (1, 2):
-                try:
-                    generations = self._engine.generate(requests, sampling)
-                    break
-                except EngineError as err:
-                    if attempt == 2:
-                        raise BatchFailure(f"the wrap engine failed twice: {err}") from err
-                    log.warning("wrap engine failed once, retrying: %s", err)
+        generations = call_engine(lambda: self._engine.generate(requests, sampling), ids,
+                                  self.name)
         grouped: list[list] = [[] for _ in jobs]
         for owner, generation in zip(owners, generations):
             grouped[owner].append(generation)
