@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from thresher.pipeline.config import Config
 from thresher.pipeline.shards import Shard
-from thresher.pipeline.write import write_text_atomic
+from thresher.pipeline.storage import write_text
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tu
             report[spec.name] = {"source": f"estimated on a sample of {sample.num_rows} rows",
                                  "values": values}
             log.info("calibrated %s on %d sampled rows: %s", spec.name, sample.num_rows, values)
-        write_text_atomic(path, json.dumps(saved, indent=1))
+        write_text(str(path), json.dumps(saved, indent=1))
     return replace(config, stages=specs), report
 
 

@@ -10,7 +10,7 @@ from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
-from thresher.pipeline.write import write_text_atomic
+from thresher.pipeline.storage import Store, write_text
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +76,17 @@ def build(run_id, state, started, config, inputs, plan, tallies, violations,
     }
 
 
-def write(out: Path, run_id, state, started, config, inputs, plan, tallies, violations,
-          extra: dict | None = None):
-    """Write manifest.json and, when the run scored anything, report.html."""
-    run_dir = out / "runs" / run_id
+def write(out: Store, state_dir: Path, run_id, state, started, config, inputs, plan, tallies,
+          violations, extra: dict | None = None):
+    """Write manifest.json and, when the run scored anything, report.html, into the
+    driver's state folder, and a copy of both next to the outputs when those are
+    elsewhere (an object store)."""
+    run_dir = state_dir / "runs" / run_id
     data = build(run_id, state, started, config, inputs, plan, tallies, violations, extra)
+    data["output"] = out.location
     manifest_path = run_dir / "manifest.json"
-    write_text_atomic(manifest_path, json.dumps(data, indent=1, default=str))
+    text = json.dumps(data, indent=1, default=str)
+    write_text(str(manifest_path), text)
     report_path = None
     if data["totals"]["rows_in"]:
         from thresher.pipeline import report  # matplotlib: only when there is something to plot
@@ -91,7 +95,18 @@ def write(out: Path, run_id, state, started, config, inputs, plan, tallies, viol
             report_path = report.write(out, run_dir, data)
         except Exception:  # a report must never cost the run its results
             log.exception("could not write the report for run %s", run_id)
+    if Path(out.root) != state_dir or not out.is_local:
+        _copy_to_output(out, run_id, text, report_path)
     return manifest_path, report_path
+
+
+def _copy_to_output(out: Store, run_id: str, manifest: str, report_path: Path | None) -> None:
+    try:
+        out.write_text(out.path("runs", run_id, "manifest.json"), manifest)
+        if report_path:
+            out.write_text(out.path("runs", run_id, "report.html"), report_path.read_text())
+    except OSError:  # the local copy stands; the outputs themselves are already written
+        log.exception("could not copy the manifest of run %s to %s", run_id, out.location)
 
 
 def _synthetic_summary(counts: Counter) -> dict | None:

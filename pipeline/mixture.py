@@ -26,6 +26,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +35,8 @@ import pyarrow.dataset as ds
 from thresher.models.aioli import AioliSettings, run_aioli, run_fixed
 from thresher.models.proxy_lm import ProxySettings, ProxyTrainer
 from thresher.pipeline.config import MixtureOptions
-from thresher.pipeline.write import is_synthetic_part, write_atomic, write_text_atomic
+from thresher.pipeline.storage import Store
+from thresher.pipeline.write import is_synthetic_part
 
 log = logging.getLogger(__name__)
 OTHER = "other"
@@ -45,15 +47,23 @@ def _unit(*parts: str) -> float:
     return int(digest[:12], 16) / float(1 << 48)
 
 
-def _parts(out: Path) -> tuple[list[Path], list[Path]]:
-    parts = sorted((out / "curated").glob("part-*.parquet"))
-    return ([p for p in parts if not is_synthetic_part(p)], [p for p in parts if is_synthetic_part(p)])
+class Parts(NamedTuple):
+    """Curated part files and the output they are in."""
+    out: Store
+    paths: list[str]
 
 
-def _scan(parts: list[Path], columns: list[str]):
+def _parts(out: Store) -> tuple[Parts, Parts]:
+    """The real and the synthetic (WRAP) curated parts."""
+    paths = out.files("curated", "part-*.parquet")
+    return (Parts(out, [p for p in paths if not is_synthetic_part(p)]),
+            Parts(out, [p for p in paths if is_synthetic_part(p)]))
+
+
+def _scan(parts: Parts, columns: list[str]):
     """Record batches of the wanted columns (a missing column reads as null)."""
-    for part in parts:
-        dataset = ds.dataset(part)
+    for part in parts.paths:
+        dataset = ds.dataset(part, filesystem=parts.out.fs)
         present = [c for c in columns if c in dataset.schema.names]
         for batch in dataset.to_batches(columns=present, batch_size=4096):
             table = pa.Table.from_batches([batch])
@@ -63,7 +73,7 @@ def _scan(parts: list[Path], columns: list[str]):
             yield table
 
 
-def group_sizes(parts: list[Path], group_by: str) -> Counter:
+def group_sizes(parts: Parts, group_by: str) -> Counter:
     sizes: Counter = Counter()
     for table in _scan(parts, [group_by]):
         sizes.update(str(g) for g in table.column(group_by).to_pylist())
@@ -99,9 +109,9 @@ def sample_groups(parts, group_by, mapping, per_group: int, seed: int) -> dict[s
     return splits
 
 
-def estimate(out: Path, options: MixtureOptions) -> dict:
+def estimate(out: Store | str | Path, options: MixtureOptions) -> dict:
     """Steps 1 and 2: the proportions and the comparison, as written to proportions.json."""
-    real, _ = _parts(out)
+    real, _ = _parts(_store(out))
     sizes = group_sizes(real, options.group_by)
     groups, mapping = group_names(sizes, options.max_groups)
     if len(groups) < 2:
@@ -151,10 +161,12 @@ def _summary(trace, trainer: ProxyTrainer, test: dict, started: float) -> dict:
             "test_perplexity_mean": float(np.mean(np.exp(test_losses)))}
 
 
-def write_training_shards(out: Path, options: MixtureOptions, mixture: dict) -> dict:
+def write_training_shards(out: Store | str | Path, options: MixtureOptions,
+                          mixture: dict) -> dict:
     """Step 3: documents per group to the token budget with p (see the module doc)."""
+    out = _store(out)
     real, synthetic = _parts(out)
-    parts = real + synthetic
+    parts = Parts(out, real.paths + synthetic.paths)
     groups, p = mixture["groups"], dict(zip(mixture["groups"], mixture["p"]))
     sizes = group_sizes(real, options.group_by)
     _, mapping = group_names(sizes, options.max_groups)
@@ -169,9 +181,8 @@ def write_training_shards(out: Path, options: MixtureOptions, mixture: dict) -> 
             tokens[mapping[str(group)]] += len(text.split())
     budget = options.training_tokens or sum(tokens.values())
     factor = {g: (p[g] * budget / tokens[g]) if tokens[g] else 0.0 for g in groups}
-    folder = out / "training"
-    for old in folder.glob("shard-*.parquet"):
-        old.unlink()
+    for old in out.files("training", "shard-*.parquet"):
+        out.delete(old)
     index = {"seed": options.seed, "budget_tokens": budget, "p": p, "shards": [],
              "groups": {g: {"available_tokens": tokens[g], "target_tokens": round(p[g] * budget),
                             "sampling_factor": round(factor[g], 4),
@@ -200,18 +211,18 @@ def write_training_shards(out: Path, options: MixtureOptions, mixture: dict) -> 
                              "source_shard": row["source_shard"], "source_row": row["source_row"],
                              "copy": copy})
                 if len(rows) >= options.shard_max_rows:
-                    _flush(folder, rows, index)
-    _flush(folder, rows, index)
-    write_text_atomic(folder / "index.json", json.dumps(index, indent=1))
+                    _flush(out, rows, index)
+    _flush(out, rows, index)
+    out.write_text(out.path("training", "index.json"), json.dumps(index, indent=1))
     return index
 
 
-def _flush(folder: Path, rows: list[dict], index: dict) -> None:
+def _flush(out: Store, rows: list[dict], index: dict) -> None:
     if not rows:
         return
     table = pa.Table.from_pylist(rows, schema=TRAINING_SCHEMA)
     name = f"shard-{len(index['shards']):05d}.parquet"
-    write_atomic(table, folder / name)
+    out.write_table(table, out.path("training", name))
     counts = Counter()
     for r in rows:
         counts[r["group"]] += len(r["text"].split())
@@ -226,12 +237,17 @@ TRAINING_SCHEMA = pa.schema([
 ])
 
 
-def run_mixture(out: Path, options: MixtureOptions) -> dict:
+def run_mixture(out: Store | str | Path, options: MixtureOptions) -> dict:
+    out = _store(out)
     mixture = estimate(out, options)
-    write_text_atomic(out / "mixture" / "proportions.json", json.dumps(mixture, indent=1))
+    out.write_text(out.path("mixture", "proportions.json"), json.dumps(mixture, indent=1))
     index = write_training_shards(out, options, mixture)
     return {"groups": mixture["groups"], "p": mixture["p"],
             "test_loss_mean": mixture["test_loss_mean"],
             "training": {"shards": len(index["shards"]), "budget_tokens": index["budget_tokens"],
                          "upsampled_groups": [g for g, s in index["groups"].items()
                                               if s["upsampled"]]}}
+
+
+def _store(out: Store | str | Path) -> Store:
+    return out if isinstance(out, Store) else Store.at(str(out))

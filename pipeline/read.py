@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from thresher.pipeline import storage
+
 INTERNAL = ("_shard", "_count", "_error", "_pre")
 
 
@@ -41,7 +43,12 @@ def _first_rows(tables: Iterator[pa.Table], limit: int) -> Iterator[pa.Table]:
 
 
 def read_shard(path: str, key: str, *, batch_rows: int, max_text_bytes: int) -> Iterator[pa.Table]:
-    parquet = pq.ParquetFile(path)
+    with storage.open_input(path) as handle:
+        yield from _read_groups(pq.ParquetFile(handle), path, key, batch_rows, max_text_bytes)
+
+
+def _read_groups(parquet: pq.ParquetFile, path: str, key: str, batch_rows: int,
+                 max_text_bytes: int) -> Iterator[pa.Table]:
     seen_ids: set[str] = set()
     row = 0
     for group in range(parquet.num_row_groups):

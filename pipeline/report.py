@@ -20,37 +20,37 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from thresher.pipeline.storage import Store  # noqa: E402
 from thresher.pipeline.write import is_synthetic_part, part_shard_key  # noqa: E402
 
 SAMPLE_ROWS = 200_000
 _NOT_SCORES = {"source_row", "rows"}
 
 
-def write(out: Path, run_dir: Path, manifest: dict) -> Path:
+def write(out: Store, run_dir: Path, manifest: dict) -> Path:
     keys = {s["key"] for s in manifest["shards"]}
-    curated = _sample(out / "curated", keys)
-    rejected = _sample(out / "rejected", keys)
+    curated = _sample(out, "curated", keys)
+    rejected = _sample(out, "rejected", keys)
     figures = [_outcomes(manifest), _reasons(manifest)]
     if "lang" in curated.column_names + rejected.column_names:
         figures.append(_per_language(curated, rejected))
     for column in _score_columns(curated, rejected):
         figures.append(_histogram(column, curated, rejected))
-    proportions = out / "mixture" / "proportions.json"
-    if manifest.get("mixture") and "p" in manifest["mixture"] and proportions.is_file():
-        figures += _mixture(json.loads(proportions.read_text()))
+    proportions = out.path("mixture", "proportions.json")
+    if manifest.get("mixture") and "p" in manifest["mixture"] and out.exists(proportions):
+        figures += _mixture(json.loads(out.read_text(proportions)))
     path = run_dir / "report.html"
     path.write_text(_page(manifest, [f for f in figures if f]))
     return path
 
 
-def _sample(folder: Path, keys: set[str]) -> pa.Table:
+def _sample(out: Store, folder: str, keys: set[str]) -> pa.Table:
     tables, rows = [], 0
-    for part in sorted(folder.glob("part-*.parquet")):
+    for part in out.files(folder, "part-*.parquet"):
         if part_shard_key(part) not in keys or is_synthetic_part(part):
             continue
-        schema = pq.read_schema(part)
-        columns = [f.name for f in schema if f.name != "text" and _scalar(f.type)]
-        table = pq.read_table(part, columns=columns)
+        columns = [f.name for f in out.schema(part) if f.name != "text" and _scalar(f.type)]
+        table = out.read_table(part, columns=columns)
         tables.append(table)
         rows += table.num_rows
         if rows >= SAMPLE_ROWS:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
+import re
 import secrets
 import time
 from collections import Counter
@@ -18,14 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from thresher.pipeline import manifest as manifest_mod
 from thresher.pipeline.config import Config, load_config
 from thresher.pipeline.ledger import FINAL_STATES, Ledger
 from thresher.pipeline.shards import Shard, expand_inputs, inspect_shards, path_key
-from thresher.pipeline.write import (OUTCOMES, is_synthetic_part, part_shard_key,
-                                     write_text_atomic)
+from thresher.pipeline.storage import Store
+from thresher.pipeline.write import OUTCOMES, is_synthetic_part, part_shard_key
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Tally:
 class RunResult:
     run_id: str
     state: str  # finished | nothing-to-do | failed | interrupted
-    out_dir: Path
+    out_dir: str  # a local path or a URI
     totals: dict
     manifest_path: Path
     report_path: Path | None
@@ -86,19 +86,36 @@ class RunResult:
 
 def curate(inputs: list[str], out_dir: str | Path, config: Config | None = None,
            address: str | None = None, num_cpus: int | None = None,
-           progress: bool = True) -> RunResult:
-    """Curate `inputs` into `out_dir`: only shards the ledger has not finished."""
+           progress: bool = True, state_dir: str | Path | None = None) -> RunResult:
+    """Curate `inputs` into `out_dir` (a path or a URI): only shards the ledger has not
+    finished. The ledger, the lock and the run manifests live in `state_dir`: the
+    output folder itself when it is local, else a folder on the driver's machine."""
     config = config or load_config()
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out):
-        return _run(inputs, out, config, address, num_cpus, progress)
+    store = Store.at(str(out_dir))
+    state = state_folder(store, state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    with _exclusive(state):
+        return _run(inputs, store, state, config, address, num_cpus, progress)
 
 
-def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunResult:
+def state_folder(store: Store, state_dir: str | Path | None = None) -> Path:
+    """Where the driver keeps the ledger for an output: given, else the output folder
+    when it is local, else $THRESHER_STATE_DIR (or ~/.local/state/thresher)/<output>."""
+    if state_dir:
+        return Path(state_dir).resolve()
+    if store.is_local:
+        return Path(store.root)
+    base = Path(os.environ.get("THRESHER_STATE_DIR")
+                or Path.home() / ".local" / "state" / "thresher")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", store.location.split("?")[0]).strip("_")
+    return base / slug
+
+
+def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpus,
+         progress) -> RunResult:
     started = time.time()
     shards = inspect_shards(expand_inputs(inputs))
-    ledger = Ledger(out)
+    ledger = Ledger(state_dir)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
     todo, plan = _plan(shards, ledger)
     ledger.start_run(run_id, config.to_json())
@@ -109,19 +126,19 @@ def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunR
     try:
         if todo:
             state = "failed"
-            _clear_old_parts(out, todo)
-            readable = _settle_unreadable(run_id, out, todo, ledger, tallies)
+            _clear_old_parts(store, todo)
+            readable = _settle_unreadable(run_id, store, todo, ledger, tallies)
             if readable:
                 from thresher.pipeline import dag  # imports Ray: keep `thresher status` fast
                 from thresher.pipeline.calibrate import calibrate
 
                 dag.connect(address, num_cpus)
-                config, calibration = calibrate(config, readable, out, run_id)
+                config, calibration = calibrate(config, readable, state_dir, run_id)
                 settings = {spec.name: spec.build().describe() for spec in config.stages}
-                _stream(run_id, out, config, readable, ledger, tallies, progress)
-            violations = _verify_on_disk(run_id, out, tallies, ledger)
+                _stream(run_id, store, config, readable, ledger, tallies, progress)
+            violations = _verify_on_disk(run_id, store, tallies, ledger)
             if config.mixture and not violations:
-                mixture = _mix(out, config)
+                mixture = _mix(store, config)
             state = "finished"
     except KeyboardInterrupt:
         state = "interrupted"
@@ -129,11 +146,11 @@ def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunR
     finally:
         totals = _totals(tallies)
         manifest_path, report_path = manifest_mod.write(
-            out, run_id, state, started, config, inputs, plan, tallies, violations,
+            store, state_dir, run_id, state, started, config, inputs, plan, tallies, violations,
             {"calibration": calibration, "stage_settings": settings, "mixture": mixture})
         ledger.finish_run(run_id, state, totals)
         ledger.close()
-    result = RunResult(run_id, state, out, totals, manifest_path, report_path, plan, violations)
+    result = RunResult(run_id, state, store.location, totals, manifest_path, report_path, plan, violations)
     if violations:
         raise InvariantError(
             f"run {run_id}: rows do not add up for {len(violations)} shard(s): "
@@ -141,12 +158,13 @@ def _run(inputs, out: Path, config: Config, address, num_cpus, progress) -> RunR
     return result
 
 
-def plan(inputs: list[str], out_dir: str | Path) -> list[dict]:
+def plan(inputs: list[str], out_dir: str | Path,
+         state_dir: str | Path | None = None) -> list[dict]:
     """What `curate` would do with these inputs, without doing it or writing anything:
     one entry per input shard with its action (new, changed, resumed, done)."""
-    out = Path(out_dir)
+    state = state_folder(Store.at(str(out_dir)), state_dir)
     shards = inspect_shards(expand_inputs(inputs))
-    ledger = Ledger(out) if (out / "ledger.sqlite").exists() else None
+    ledger = Ledger(state) if (state / "ledger.sqlite").exists() else None
     entries = [{"path": shard.path, "action": _action(shard, ledger), "rows": shard.num_rows,
                 "size": shard.size, "error": shard.error} for shard in shards]
     if ledger:
@@ -174,24 +192,29 @@ def _action(shard: Shard, ledger: Ledger | None) -> str:
     return "done" if known["state"] in FINAL_STATES else "resumed"
 
 
-def _clear_old_parts(out: Path, shards: list[Shard]) -> None:
+def _clear_old_parts(out: Store, shards: list[Shard]) -> None:
     """Remove what earlier runs wrote for shards about to be (re)processed: parts of
     a crashed run, or of a shard whose content changed. This is what keeps a rerun
     free of duplicates."""
+    keys = {path_key(shard.path) for shard in shards}
     removed = 0
-    for shard in shards:
-        for outcome in OUTCOMES:
-            for part in (out / outcome).glob(f"part-{path_key(shard.path)}-*.parquet"):
-                part.unlink()
+    # One listing per folder, not one per shard: on an object store a listing is a request.
+    for folder, pattern in [*((o, "part-*.parquet") for o in OUTCOMES),
+                            ("quarantine", "shard-*.json")]:
+        for path in out.files(folder, pattern):
+            if _name_key(path) in keys:
+                out.delete(path)
                 removed += 1
-        for note in (out / "quarantine").glob(f"shard-{path_key(shard.path)}-*.json"):
-            note.unlink()
-            removed += 1
     if removed:
         log.info("removed %d output parts left by earlier runs of these shards", removed)
 
 
-def _settle_unreadable(run_id, out: Path, todo, ledger, tallies) -> list[Shard]:
+def _name_key(path: str) -> str:
+    """The path key in a part's or note's name: part-<key>-<fp>-..., shard-<key>-<fp>.json."""
+    return path.rsplit("/", 1)[-1].split("-", 2)[1]
+
+
+def _settle_unreadable(run_id, out: Store, todo, ledger, tallies) -> list[Shard]:
     """Quarantine shards that cannot be read at all and finish empty ones; return
     the shards for the DAG."""
     readable = []
@@ -201,8 +224,8 @@ def _settle_unreadable(run_id, out: Path, todo, ledger, tallies) -> list[Shard]:
             rows = shard.num_rows or 0
             tally.rows = tally.quarantined = rows
             tally.errors[shard.error[:120]] += 1
-            note = out / "quarantine" / f"shard-{shard.key}.json"
-            write_text_atomic(note, json.dumps({"path": shard.path, "rows": shard.num_rows,
+            note = out.path("quarantine", f"shard-{shard.key}.json")
+            out.write_text(note, json.dumps({"path": shard.path, "rows": shard.num_rows,
                                         "error": shard.error, "run_id": run_id}, indent=1))
             log.warning("quarantined shard %s: %s", shard.path, shard.error)
             ledger.finish_shard(run_id, shard.path, shard.size, shard.fingerprint,
@@ -220,7 +243,7 @@ def _settle_unreadable(run_id, out: Path, todo, ledger, tallies) -> list[Shard]:
 def _stream(run_id, out, config, shards, ledger, tallies, progress) -> None:
     from thresher.pipeline import dag
 
-    dataset = dag.build(shards, config, str(out), progress)
+    dataset = dag.build(shards, config, out.location, progress)
     done = 0
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
         for row in batch.to_pylist():
@@ -234,22 +257,22 @@ def _stream(run_id, out, config, shards, ledger, tallies, progress) -> None:
                                     tally.shard.fingerprint, "done", tally.counts())
                 done += 1
                 log.info("shard %d/%d done: %s (%d curated, %d rejected, %d quarantined)",
-                         done, len(shards), Path(tally.shard.path).name, tally.curated,
+                         done, len(shards), tally.shard.path.rsplit("/", 1)[-1], tally.curated,
                          tally.rejected, tally.quarantined)
 
 
-def _verify_on_disk(run_id, out: Path, tallies: dict[str, Tally], ledger: Ledger) -> list[str]:
+def _verify_on_disk(run_id, out: Store, tallies: dict[str, Tally], ledger: Ledger) -> list[str]:
     """Count every part on disk again and compare with the tallies, shard by shard."""
     on_disk: dict[str, Counter] = {}
     for outcome in OUTCOMES:
-        for part in (out / outcome).glob("part-*.parquet"):
+        for part in out.files(outcome, "part-*.parquet"):
             key = part_shard_key(part)
             if key not in tallies or is_synthetic_part(part):  # the invariant is on real rows
                 continue
             if outcome == "quarantine":
-                rows = sum(pq.read_table(part, columns=["rows"]).column("rows").to_pylist())
+                rows = sum(out.read_table(part, columns=["rows"]).column("rows").to_pylist())
             else:
-                rows = pq.read_metadata(part).num_rows
+                rows = out.num_rows(part)
             on_disk.setdefault(key, Counter())[outcome] += rows
     violations = []
     for key, tally in tallies.items():
@@ -266,7 +289,7 @@ def _verify_on_disk(run_id, out: Path, tallies: dict[str, Tally], ledger: Ledger
     return violations
 
 
-def _mix(out: Path, config: Config) -> dict:
+def _mix(out: Store, config: Config) -> dict:
     """Aioli and the training shards over everything curated so far (this run's shards
     and earlier ones), after the invariant holds."""
     from thresher.pipeline.mixture import run_mixture
@@ -281,7 +304,7 @@ def _mix(out: Path, config: Config) -> dict:
     log.info("mixture: p=%s over %s; mean test loss %s; %d training shards in %s",
              [round(x, 3) for x in summary["p"]], summary["groups"],
              {k: round(v, 4) for k, v in summary["test_loss_mean"].items()},
-             summary["training"]["shards"], out / "training")
+             summary["training"]["shards"], out.uri("training"))
     return summary
 
 

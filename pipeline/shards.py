@@ -6,14 +6,17 @@ crawl costs one small read per shard, not a pass over the data.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from thresher.pipeline import storage
 
 TEXT_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary())
 # Hashing the tail covers a Parquet footer (schema, row groups, column statistics and
@@ -44,30 +47,42 @@ def path_key(path: str) -> str:
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
-    """Parquet files named by files, directories (searched recursively) or globs."""
+    """Parquet files named by files, folders (searched recursively) or globs, as local
+    paths or URIs (see storage.py)."""
     found: list[str] = []
     for item in inputs:
-        if any(ch in item for ch in "*?["):
-            matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
-            if not matches:
-                raise InputError(f"input glob {item!r} matches no file")
-            found += matches
-        elif os.path.isdir(item):
-            matches = sorted(glob.glob(os.path.join(item, "**", "*.parquet"), recursive=True))
+        try:
+            if storage.has_glob(item):
+                matches = storage.glob_files(item)
+                if not matches:
+                    raise InputError(f"input glob {item!r} matches no file")
+                found += matches
+                continue
+            kind = storage.file_info(item).type
+        except OSError as err:  # unreachable endpoint, missing bucket, no credentials
+            raise InputError(f"cannot read input {item!r}: {_one_line(err)}") from None
+        if kind == pafs.FileType.Directory:
+            matches = storage.glob_files(item.rstrip("/") + "/**/*.parquet"
+                                         if not storage.is_uri(item) else _deep(item))
             if not matches:
                 raise InputError(f"input directory {item!r} holds no *.parquet file")
             found += matches
-        elif os.path.isfile(item):
-            found.append(item)
+        elif kind == pafs.FileType.File:
+            found.append(item if storage.is_uri(item) else os.path.abspath(item))
         else:
             raise InputError(f"input path {item!r} does not exist")
-    unique = list(dict.fromkeys(os.path.abspath(p) for p in found))
-    return unique
+    return list(dict.fromkeys(found))
+
+
+def _deep(uri: str) -> str:
+    """uri + '/**/*.parquet', keeping a query string at the end."""
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/**/*.parquet"))
 
 
 def fingerprint(path: str, size: int) -> str:
     digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as handle:
+    with storage.open_input(path) as handle:
         digest.update(handle.read(4))
         handle.seek(max(0, size - _TAIL_BYTES))
         digest.update(handle.read())
@@ -75,11 +90,12 @@ def fingerprint(path: str, size: int) -> str:
 
 
 def inspect_shard(path: str) -> Shard:
-    size = os.path.getsize(path)
+    size = storage.file_info(path).size
     fp = fingerprint(path, size)
     try:
-        meta = pq.read_metadata(path)
-        schema = pq.read_schema(path)
+        with storage.open_input(path) as handle:
+            meta = pq.read_metadata(handle)
+            schema = meta.schema.to_arrow_schema()
     except Exception as err:  # pyarrow raises several types for non-Parquet bytes
         return Shard(path, size, fp, None, f"not a readable Parquet file: {_one_line(err)}")
     error = None

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from collections import Counter
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from thresher.pipeline.rules import Rule
+from thresher.pipeline.storage import Store
 
 OUTCOMES = ("curated", "rejected", "quarantine")
 TALLY_SCHEMA = pa.schema([
@@ -49,12 +47,12 @@ def settle(batch: pa.Table, *, rules: list[Rule], out_dir: str, part_max_rows: i
     tallies = []
     for key in pc.unique(batch.column("_shard")).to_pylist():
         rows = batch.filter(pc.equal(batch.column("_shard"), key))
-        tallies.append(_settle_shard(rows, key, Path(out_dir), part_max_rows, part_max_bytes,
-                                     synthetic_ratio))
+        tallies.append(_settle_shard(rows, key, Store.at(out_dir), part_max_rows,
+                                     part_max_bytes, synthetic_ratio))
     return pa.Table.from_pylist(tallies, schema=TALLY_SCHEMA)
 
 
-def _settle_shard(rows: pa.Table, key: str, out: Path, part_max_rows: int,
+def _settle_shard(rows: pa.Table, key: str, out: Store, part_max_rows: int,
                   part_max_bytes: int, synthetic_ratio: float | None = None) -> dict:
     quarantined = pc.is_valid(rows.column("_error"))
     rejected = pc.and_(pc.invert(quarantined), pc.is_valid(rows.column("drop_reason")))
@@ -86,21 +84,22 @@ def _settle_shard(rows: pa.Table, key: str, out: Path, part_max_rows: int,
         .rename_columns({"_error": "error", "_count": "rows"}),
     }
     for outcome, table in outputs.items():
-        tally["parts"] += _write_parts(table, out / outcome, key, "", part_max_rows,
+        tally["parts"] += _write_parts(table, out, outcome, key, "", part_max_rows,
                                        part_max_bytes)
     if synthetic is not None:
-        _write_parts(synthetic, out / "curated", key, SYNTHETIC_PART, part_max_rows,
+        _write_parts(synthetic, out, "curated", key, SYNTHETIC_PART, part_max_rows,
                      part_max_bytes)
     return tally
 
 
-def _write_parts(table: pa.Table, folder: Path, key: str, kind: str, max_rows: int,
-                 max_bytes: int) -> int:
+def _write_parts(table: pa.Table, out: Store, folder: str, key: str, kind: str,
+                 max_rows: int, max_bytes: int) -> int:
     """The table as bounded parts named after their first source row; how many."""
     per_part = _rows_per_part(table, max_rows, max_bytes)
     for start in range(0, table.num_rows, per_part):
         part = table.slice(start, per_part)
-        write_atomic(part, folder / part_name(key, part.column("source_row")[0].as_py(), kind))
+        name = part_name(key, part.column("source_row")[0].as_py(), kind)
+        out.write_table(part, out.path(folder, name))
     return -(-table.num_rows // per_part)
 
 
@@ -161,35 +160,17 @@ def part_name(shard_key: str, first_row: int, kind: str = "") -> str:
     return f"part-{shard_key}-{kind}{first_row:010d}.parquet"
 
 
-def is_synthetic_part(part: Path) -> bool:
-    return part.name.rsplit("-", 1)[-1].startswith(SYNTHETIC_PART)
+def is_synthetic_part(part: str) -> bool:
+    return _base_name(part).rsplit("-", 1)[-1].startswith(SYNTHETIC_PART)
 
 
-def part_shard_key(part: Path) -> str:
+def part_shard_key(part: str) -> str:
     """The shard key in a part's name (the inverse of part_name)."""
-    return part.name[len("part-"):].rsplit("-", 1)[0]
+    return _base_name(part)[len("part-"):].rsplit("-", 1)[0]
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
-    _write_atomic(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    _write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Write under a temporary name in the same folder, fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _base_name(path) -> str:
+    return str(path).rsplit("/", 1)[-1]
 
 
 def _head(message: str) -> str:
