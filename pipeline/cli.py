@@ -12,6 +12,7 @@ from pathlib import Path
 from thresher.pipeline.config import ConfigError, default_config_text, load_config
 from thresher.pipeline.ledger import Ledger
 from thresher.pipeline.shards import InputError
+from thresher.pipeline.storage import Store
 
 log = logging.getLogger("thresher")
 
@@ -51,8 +52,13 @@ def _parser() -> argparse.ArgumentParser:
 
     curate = commands.add_parser("curate", help="run the pipeline over input shards")
     curate.add_argument("--input", "-i", nargs="+", required=True,
-                        help="Parquet files, directories or globs")
-    curate.add_argument("--output", "-o", required=True, help="output directory")
+                        help="Parquet files, directories or globs; local paths or URIs "
+                             "(s3://, gs://, hdfs://)")
+    curate.add_argument("--output", "-o", required=True,
+                        help="output directory: a local path or a URI")
+    curate.add_argument("--state", help="folder for the ledger and run manifests (default: "
+                                       "the output folder when local, else "
+                                       "$THRESHER_STATE_DIR/<output>)")
     curate.add_argument("--config", "-c", help="pipeline YAML (default: the built-in one)")
     curate.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else "
                                           "an in-process Ray)")
@@ -65,11 +71,48 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--input", "-i", nargs="+", required=True,
                       help="Parquet files, directories or globs")
     plan.add_argument("--output", "-o", required=True, help="output directory (its ledger)")
+    plan.add_argument("--state", help="folder for the ledger and run manifests (default: "
+                                       "the output folder when local, else "
+                                       "$THRESHER_STATE_DIR/<output>)")
     plan.add_argument("--json", action="store_true", help="one JSON object per shard")
     plan.set_defaults(func=_plan)
 
+    importer = commands.add_parser(
+        "import", help="turn raw crawl files (WARC, WET, JSONL) into input shards")
+    importer.add_argument("--format", "-f", required=True, choices=["warc", "wet", "jsonl"])
+    importer.add_argument("--input", "-i", nargs="+", required=True,
+                          help="files, directories or globs; local paths or URIs")
+    importer.add_argument("--output", "-o", required=True,
+                          help="folder for the Parquet shards: a local path or a URI")
+    importer.add_argument("--crawl", help="the `crawl` value of every row (default: a "
+                                          "CC-MAIN-YYYY-WW in the file's path, else its folder)")
+    importer.add_argument("--part-rows", type=int, default=20_000,
+                          help="rows per output shard (default 20000)")
+    importer.add_argument("--workers", type=int, help="worker processes (default: CPUs)")
+    importer.add_argument("--extract-timeout", type=float, default=5.0,
+                          help="seconds per page for WARC main-text extraction (default 5)")
+    importer.add_argument("--state", help="folder for the import ledger (default: the "
+                                          "output folder when local)")
+    importer.set_defaults(func=_import)
+
+    cluster = commands.add_parser(
+        "cluster", help="a private local Ray head for `ray job submit` (own temp dir, token auth)")
+    cluster.add_argument("action", choices=["up", "down", "env"],
+                         help="up: start it; down: stop it (and nothing else); env: print "
+                              "the exports a `ray` or `thresher` client needs")
+    cluster.add_argument("--dir", default=".cluster",
+                         help="its folder: token, address, log (default .cluster)")
+    cluster.add_argument("--port", type=int, default=6390, help="GCS port (default 6390)")
+    cluster.add_argument("--dashboard-port", type=int, default=8265,
+                         help="job server port (default 8265)")
+    cluster.add_argument("--num-cpus", type=int, help="CPUs it offers (default: all)")
+    cluster.set_defaults(func=_cluster)
+
     status = commands.add_parser("status", help="what the ledger of an output knows")
     status.add_argument("--output", "-o", required=True)
+    status.add_argument("--state", help="folder for the ledger and run manifests (default: "
+                                       "the output folder when local, else "
+                                       "$THRESHER_STATE_DIR/<output>)")
     status.set_defaults(func=_status)
 
     config = commands.add_parser("config", help="print the default config, or check one")
@@ -132,7 +175,8 @@ def _curate(args) -> int:
 
     config = load_config(args.config)
     result = curate(args.input, args.output, config, address=args.address,
-                    num_cpus=args.num_cpus, progress=not args.no_progress)
+                    num_cpus=args.num_cpus, progress=not args.no_progress,
+                    state_dir=args.state)
     t = result.totals
     if result.state == "nothing-to-do":
         print(f"thresher: nothing new to do: all {result.plan.get('done', 0)} input shards "
@@ -157,7 +201,7 @@ def _plan(args) -> int:
 
     from thresher.pipeline.run import plan
 
-    entries = plan(args.input, args.output)
+    entries = plan(args.input, args.output, args.state)
     if args.json:
         for entry in entries:
             print(json.dumps(entry))
@@ -176,10 +220,70 @@ def _plan(args) -> int:
     return 0
 
 
+def _import(args) -> int:
+    from thresher.pipeline.importers import import_files
+
+    summary = import_files(args.format, args.input, args.output, crawl=args.crawl,
+                           part_rows=args.part_rows, workers=args.workers,
+                           extract_timeout=args.extract_timeout, state_dir=args.state)
+    print(f"thresher: imported {summary['imported']} of {summary['files']} {args.format} files "
+          f"({summary['already_done']} already done) in {summary['seconds']} s: "
+          f"{summary['rows']:,} rows -> {args.output}")
+    if summary["skipped"]:
+        print("  records that are not documents: " + ", ".join(
+            f"{n:,} {reason}" for reason, n in summary["skipped"].most_common()))
+    if summary["notes"]:
+        print("  rows kept with a note (curate rejects or quarantines them): " + ", ".join(
+            f"{n:,} {note}" for note, n in summary["notes"].most_common(8)))
+    for error in summary["errors"]:
+        print(f"  stopped early (rows before the error are kept): {error}")
+    print(f"  next: thresher curate -i {args.output} -o OUT")
+    return 1 if summary["errors"] else 0
+
+
+def _cluster(args) -> int:
+    from thresher.pipeline import local_cluster
+
+    try:
+        return _cluster_action(args, local_cluster)
+    except RuntimeError as err:  # the head did not start, or none is running
+        print(f"thresher: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _cluster_action(args, local_cluster) -> int:
+    import shlex
+
+    if args.action == "up":
+        info = local_cluster.running(args.dir)
+        if info:
+            print(f"thresher: a Ray head from {args.dir} is already running at {info['address']}")
+        else:
+            address = local_cluster.start_head(args.dir, port=args.port, num_cpus=args.num_cpus,
+                                               dashboard_port=args.dashboard_port)
+            print(f"thresher: Ray head at {address}, job server at "
+                  f"http://127.0.0.1:{args.dashboard_port} (folder {args.dir})")
+        print(f"  submit jobs after: eval \"$(thresher cluster env --dir {args.dir})\"")
+    elif args.action == "down":
+        was = local_cluster.running(args.dir)
+        local_cluster.stop_head(args.dir)
+        print(f"thresher: {'stopped the' if was else 'no running'} Ray head from {args.dir}")
+    else:
+        env = local_cluster.client_env(args.dir)
+        for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE",
+                     "RAY_AUTH_TOKEN_PATH", "RAY_USAGE_STATS_ENABLED"):
+            if name in env:
+                print(f"export {name}={shlex.quote(env[name])}")
+    return 0
+
+
 def _status(args) -> int:
-    out = Path(args.output)
+    from thresher.pipeline.run import state_folder
+
+    out = state_folder(Store.at(args.output), args.state)
     if not (out / "ledger.sqlite").exists():
-        raise InputError(f"{out} holds no ledger.sqlite: no run has written there")
+        raise InputError(f"{out} holds no ledger.sqlite: no run has written to "
+                         f"{args.output} from here (give --state if it was elsewhere)")
     ledger = Ledger(out)
     shards = ledger.shards()
     by_state: dict[str, int] = {}
