@@ -3,6 +3,10 @@
 #   curate   the default pipeline over the demo crawl into out/demo
 #   test     the test suite (pytest)
 #   bench    benchmarks, printed as tables (bench/)
+#   cluster-up / submit / cluster-down
+#            a private local Ray head (own temp dir, token auth), the demo curation
+#            submitted to it with `ray job submit`, and stopping that head (only it)
+#   images   the CPU and GPU container images of deploy/ (needs docker)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -23,7 +27,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup curate test bench clean
+CLUSTER        ?= .cluster
+CLUSTER_PORT   ?= 6390
+DASHBOARD_PORT ?= 8265
+SUBMIT_OUT     ?= out/cluster-demo
+IMAGE_CPU      ?= thresher:cpu
+IMAGE_GPU      ?= thresher:gpu
+
+.PHONY: setup curate test bench clean cluster-up cluster-down submit images
 
 setup: $(STAMPS)/apt $(STAMPS)/venv $(CRAWL)/_BUILD.json $(MODELS)/_BUILD.json
 
@@ -72,6 +83,28 @@ curate: setup
 test: setup
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+cluster-up: setup
+	$(BIN)/thresher cluster up --dir $(CLUSTER) --port $(CLUSTER_PORT) \
+	  --dashboard-port $(DASHBOARD_PORT)
+
+# The job's driver runs on the head, so paths are absolute; `ray job submit` waits and
+# streams the job's log, and fails when the job fails.
+submit: setup
+	@$(BIN)/thresher cluster env --dir $(CLUSTER) >/dev/null || \
+	  { echo "make submit: no cluster; run \`make cluster-up\` first" >&2; exit 1; }
+	eval "$$($(BIN)/thresher cluster env --dir $(CLUSTER))" && \
+	  $(BIN)/ray job submit -- $(abspath $(BIN))/thresher curate \
+	  --input $(abspath $(CRAWL)) --output $(abspath $(SUBMIT_OUT)) --no-progress
+	@echo "outputs: $(abspath $(SUBMIT_OUT))/{curated,rejected,quarantine,training}/"
+	@echo "status:  $(BIN)/thresher status -o $(SUBMIT_OUT)"
+
+cluster-down:
+	@if [ -x $(BIN)/thresher ]; then $(BIN)/thresher cluster down --dir $(CLUSTER); fi
+
+images:
+	docker build -f deploy/Dockerfile -t $(IMAGE_CPU) .
+	docker build -f deploy/Dockerfile.gpu --build-arg BASE=$(IMAGE_CPU) -t $(IMAGE_GPU) .
 
 bench: setup
 	$(BIN)/python bench/lang_throughput.py --input $(CRAWL)

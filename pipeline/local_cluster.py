@@ -3,6 +3,9 @@ loopback, and stopped without touching any other Ray on the machine (unlike
 `ray stop`, which stops them all).
 
   start_head(dir, port) -> address     stop_head(dir)     client_env(dir) -> env
+
+With a dashboard port the head also runs Ray's job server, so `ray job submit` works
+against it (`thresher cluster up/down/env`, `make cluster-up/submit/cluster-down`).
 """
 
 from __future__ import annotations
@@ -23,14 +26,21 @@ import psutil
 def client_env(cluster_dir: str | Path) -> dict:
     """Environment for a driver (or `ray` CLI) that talks to this cluster."""
     cluster_dir = Path(cluster_dir).resolve()
-    info = json.loads((cluster_dir / "cluster.json").read_text())
-    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": info["address"],
-            "RAY_AUTH_TOKEN_PATH": str(cluster_dir / "auth_token"),
-            "RAY_USAGE_STATS_ENABLED": "0"}
+    info_path = cluster_dir / "cluster.json"
+    if not info_path.exists():
+        raise RuntimeError(f"no cluster is running from {cluster_dir} "
+                           "(start one with `thresher cluster up` or `make cluster-up`)")
+    info = json.loads(info_path.read_text())
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": info["address"],
+           "RAY_AUTH_TOKEN_PATH": str(cluster_dir / "auth_token"),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    if info.get("dashboard"):  # `ray job` commands talk to the job server here
+        env["RAY_API_SERVER_ADDRESS"] = info["dashboard"]
+    return env
 
 
 def start_head(cluster_dir: str | Path, port: int = 6390, num_cpus: int | None = None,
-               timeout: float = 90) -> str:
+               timeout: float = 90, dashboard_port: int | None = None) -> str:
     cluster_dir = Path(cluster_dir).resolve()
     cluster_dir.mkdir(parents=True, exist_ok=True)
     token = cluster_dir / "auth_token"
@@ -43,7 +53,12 @@ def start_head(cluster_dir: str | Path, port: int = 6390, num_cpus: int | None =
     ray_cli = str(Path(sys.executable).with_name("ray"))
     command = [ray_cli, "start", "--head", "--block", f"--port={port}",
                "--node-ip-address=127.0.0.1", f"--temp-dir={ray_temp_dir(cluster_dir)}",
-               "--include-dashboard=false", "--disable-usage-stats"]
+               "--disable-usage-stats"]
+    if dashboard_port:
+        command += ["--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={dashboard_port}"]
+    else:
+        command.append("--include-dashboard=false")
     if num_cpus:
         command.append(f"--num-cpus={num_cpus}")
     log_path = cluster_dir / "head.log"
@@ -52,7 +67,9 @@ def start_head(cluster_dir: str | Path, port: int = 6390, num_cpus: int | None =
         head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     address = f"127.0.0.1:{port}"
-    (cluster_dir / "cluster.json").write_text(json.dumps({"address": address, "pid": head.pid}))
+    dashboard = f"http://127.0.0.1:{dashboard_port}" if dashboard_port else None
+    (cluster_dir / "cluster.json").write_text(json.dumps(
+        {"address": address, "pid": head.pid, "dashboard": dashboard}))
     deadline = time.time() + timeout
     while "Ray runtime started" not in log_path.read_text():
         if head.poll() is not None or time.time() > deadline:
@@ -60,7 +77,35 @@ def start_head(cluster_dir: str | Path, port: int = 6390, num_cpus: int | None =
             raise RuntimeError(f"Ray head did not start; see {log_path}:\n"
                                + log_path.read_text()[-2000:])
         time.sleep(0.5)
+    if dashboard:
+        _wait_for_http(dashboard + "/api/version", deadline, log_path)
     return address
+
+
+def running(cluster_dir: str | Path) -> dict | None:
+    """cluster.json of a head started from this folder that is still alive."""
+    info_path = Path(cluster_dir).resolve() / "cluster.json"
+    if not info_path.exists():
+        return None
+    info = json.loads(info_path.read_text())
+    return info if psutil.pid_exists(info["pid"]) else None
+
+
+def _wait_for_http(url: str, deadline: float, log_path: Path) -> None:
+    """The job server answers a little after the head is up; any HTTP answer will do."""
+    import urllib.error
+    import urllib.request
+
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise RuntimeError(f"Ray's job server at {url} did not answer; see {log_path}")
+            time.sleep(0.5)
 
 
 def ray_temp_dir(cluster_dir: Path) -> str:

@@ -14,7 +14,7 @@ import pytest
 from conftest import good_rows, write_shard
 from e2e_helpers import assert_each_row_once
 from thresher.pipeline.ledger import Ledger
-from thresher.pipeline.local_cluster import _ours, client_env, start_head, stop_head
+from thresher.pipeline.local_cluster import _ours, client_env
 from thresher.pipeline.config import load_config
 from thresher.pipeline.run import curate
 
@@ -67,24 +67,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_run_on_a_ray_start_head_cluster_then_only_new_shards(tmp_path, lang_only_config):
+def test_ray_job_submit_twice_processes_only_the_new_shard(tmp_path, lang_only_config):
+    """The cluster path end to end: a private head with a job server (as `make
+    cluster-up`), `ray job submit` of a curation, a new shard, a second submission."""
     cluster = tmp_path / "cluster"
-    address = start_head(cluster, port=free_port(), num_cpus=2)
+    up = subprocess.run([THRESHER, "cluster", "up", "--dir", str(cluster), "--port",
+                         str(free_port()), "--dashboard-port", str(free_port()), "--num-cpus", "2"],
+                        capture_output=True, text=True, timeout=180)
+    assert up.returncode == 0, up.stderr[-3000:]
     try:
         env = client_env(cluster)
+        assert env["RAY_API_SERVER_ADDRESS"].startswith("http://127.0.0.1:")
         crawl, out = tmp_path / "crawl", tmp_path / "out"
         first = write_shard(crawl / "a.parquet", good_rows(20, "a"))
-        command = [THRESHER, "curate", "-i", str(crawl), "-o", str(out), "--no-progress",
-                   "--address", address, "--config", str(lang_only_config)]
-        run1 = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-        assert run1.returncode == 0, run1.stderr[-3000:]
-        assert "20 rows in" in run1.stdout
+        submit = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--",
+                  THRESHER, "curate", "-i", str(crawl), "-o", str(out), "--no-progress",
+                  "--config", str(lang_only_config)]
+        run1 = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
+        assert run1.returncode == 0, (run1.stdout + run1.stderr)[-3000:]
+        assert "20 rows in" in run1.stdout and "succeeded" in run1.stdout
         second = write_shard(crawl / "b.parquet", good_rows(7, "b"))
-        run2 = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-        assert run2.returncode == 0, run2.stderr[-3000:]
+        run2 = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
+        assert run2.returncode == 0, (run2.stdout + run2.stderr)[-3000:]
         assert "7 rows in" in run2.stdout and "1 shards new, 1 shards done" in run2.stdout
-        assert f"connecting to the Ray cluster at {address}" in run2.stderr
+        assert "connecting to the Ray cluster at" in run2.stdout  # the job joined the head
         assert_each_row_once(out, [first, second])
+        failing = subprocess.run(submit[:5] + ["curate", "-i", str(tmp_path / "nothing"), "-o",
+                                               str(out)], env=env, capture_output=True,
+                                 text=True, timeout=300)
+        assert failing.returncode != 0 and "does not exist" in failing.stdout + failing.stderr
     finally:
-        stop_head(cluster, grace=5)
+        down = subprocess.run([THRESHER, "cluster", "down", "--dir", str(cluster)],
+                              capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0 and "stopped the Ray head" in down.stdout
     assert not _ours(cluster.resolve()), "processes of the test cluster are still running"
