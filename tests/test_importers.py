@@ -164,3 +164,16 @@ def test_imported_shards_curate_with_every_row_accounted(tmp_path):
     assert result.totals["rows_in"] == 6 and result.totals["curated"] == 5
     assert result.totals["rejected"] == 1  # the page without main text: empty_text
     assert_each_row_once(tmp_path / "out", sorted((tmp_path / "shards").glob("*.parquet")))
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_import_on_ray_tasks_matches_the_local_processes(tmp_path):
+    raw = tmp_path / "raw"
+    for name in ("one", "two", "three"):
+        write_warc(raw / f"{name}.warc.gz", {f"https://f.invalid/{name}/{i}": page(name, 3)
+                                             for i in range(2)})
+    local = import_files("warc", [str(raw)], str(tmp_path / "local"), workers=2)
+    on_ray = import_files("warc", [str(raw)], str(tmp_path / "ray"), address="auto")
+    assert on_ray["imported"] == local["imported"] == 3 and on_ray["rows"] == local["rows"] == 6
+    assert sorted(r["text"] for r in read_rows(tmp_path / "ray")) == \
+        sorted(r["text"] for r in read_rows(tmp_path / "local"))
