@@ -20,8 +20,10 @@ import hashlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 import re
+import signal
 import sqlite3
 import time
 from collections import Counter
@@ -98,7 +100,9 @@ def import_files(fmt: str, inputs: list[str], out_dir: str, crawl: str | None = 
 def _in_processes(fmt, todo, args, workers):
     """(path, fingerprint, result, failure) per file, from a local process pool."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    with ProcessPoolExecutor(workers) as pool:
+    # Spawned, not forked: a fork of a process that has Ray running (a notebook, the
+    # tests) inherits Ray's connections and signal handlers, and can break them.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(import_file, fmt, path, *args): (path, fp) for path, fp in todo}
         for future in as_completed(futures):
             error = future.exception()
@@ -121,10 +125,15 @@ def _on_ray(fmt, todo, args, address):
         while queue and len(pending) < window:
             path, fp = queue.pop(0)
             pending[task.remote(fmt, path, *args)] = (path, fp)
-        [ref], _ = ray.wait(list(pending), num_returns=1)
-        path, fp = pending.pop(ref)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=60)
+        if not ready:  # say why nothing moves instead of waiting without a word
+            log.warning("import: %d files in flight, none finished for 60 s; free on the "
+                        "cluster: %s (each file needs 1 CPU)", len(pending),
+                        ray.available_resources())
+            continue
+        path, fp = pending.pop(ready[0])
         try:
-            yield path, fp, ray.get(ref), None
+            yield path, fp, ray.get(ready[0]), None
         except Exception as err:  # noqa: BLE001 - a task that failed all its retries
             yield path, fp, None, f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
 
@@ -273,7 +282,7 @@ class _Extractor:
 
     def __call__(self, html: str) -> tuple[str, str | None]:
         try:
-            text = self.sandbox.process_document(html, self.trafilatura.extract)
+            text = self.sandbox.process_document(html, self._in_child)
         except TimeoutError:
             return "", "extraction timed out"
         except EOFError:
@@ -281,6 +290,12 @@ class _Extractor:
         except Exception as err:  # trafilatura's own errors on odd markup
             return "", f"extraction failed: {type(err).__name__}"
         return (text, None) if text else ("", "no main text found")
+
+    def _in_child(self, html: str) -> str:
+        # The sandbox forks: in a Ray worker the child inherits Ray's SIGTERM handler,
+        # which must not run when the sandbox terminates the child.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        return self.trafilatura.extract(html)
 
     def close(self) -> None:
         self.sandbox.__exit__(None, None, None)

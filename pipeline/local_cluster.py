@@ -54,9 +54,11 @@ def start_head(cluster_dir: str | Path, port: int = 6390, num_cpus: int | None =
     command = [ray_cli, "start", "--head", "--block", f"--port={port}",
                "--node-ip-address=127.0.0.1", f"--temp-dir={ray_temp_dir(cluster_dir)}",
                "--disable-usage-stats"]
+    agent_port = _free_port() if dashboard_port else None
     if dashboard_port:
         command += ["--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                    f"--dashboard-port={dashboard_port}"]
+                    f"--dashboard-port={dashboard_port}",
+                    f"--dashboard-agent-listen-port={agent_port}"]
     else:
         command.append("--include-dashboard=false")
     if num_cpus:
@@ -77,8 +79,10 @@ def start_head(cluster_dir: str | Path, port: int = 6390, num_cpus: int | None =
             raise RuntimeError(f"Ray head did not start; see {log_path}:\n"
                                + log_path.read_text()[-2000:])
         time.sleep(0.5)
-    if dashboard:
+    if dashboard:  # jobs are accepted once the job server and the head's agent answer
         _wait_for_http(dashboard + "/api/version", deadline, log_path)
+        _wait_for_http(f"http://127.0.0.1:{agent_port}/api/local_raylet_healthz", deadline,
+                       log_path)
     return address
 
 
@@ -89,6 +93,14 @@ def running(cluster_dir: str | Path) -> dict | None:
         return None
     info = json.loads(info_path.read_text())
     return info if psutil.pid_exists(info["pid"]) else None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _wait_for_http(url: str, deadline: float, log_path: Path) -> None:

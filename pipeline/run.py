@@ -90,10 +90,23 @@ def curate(inputs: list[str], out_dir: str | Path, config: Config | None = None,
     output folder itself when it is local, else a folder on the driver's machine."""
     config = config or load_config()
     store = Store.at(str(out_dir))
+    _check_writable(store)
     state = state_folder(store, state_dir)
     state.mkdir(parents=True, exist_ok=True)
     with _exclusive(state):
         return _run(inputs, store, state, config, address, num_cpus, progress)
+
+
+def _check_writable(store: Store) -> None:
+    """Fail before any work when the output cannot be written (a missing bucket, no
+    credentials, a read-only folder), not in the middle of the DAG."""
+    probe = store.path(f".write-check-{secrets.token_hex(4)}")
+    try:
+        store.write_text(probe, "thresher")
+        store.delete(probe)
+    except OSError as err:
+        raise RunError(f"cannot write to the output {store.location}: "
+                       f"{' '.join(str(err).split())[:300]}") from None
 
 
 def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpus,

@@ -108,7 +108,16 @@ def inspect_shard(path: str) -> Shard:
 
 def inspect_shards(paths: list[str], threads: int = 16) -> list[Shard]:
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(inspect_shard, paths))
+        return list(pool.map(_inspect_or_explain, paths))
+
+
+def _inspect_or_explain(path: str) -> Shard:
+    """A shard that cannot even be opened (permissions, a store that went away) stops
+    the run with its name: quarantining it would hide what may be a passing outage."""
+    try:
+        return inspect_shard(path)
+    except OSError as err:
+        raise InputError(f"cannot read input shard {path!r}: {_one_line(err)}") from None
 
 
 def _one_line(err: BaseException) -> str:

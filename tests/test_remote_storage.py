@@ -135,3 +135,15 @@ def test_an_unreachable_bucket_is_a_clear_input_error(s3, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "no-such-bucket" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_output_that_cannot_be_written_fails_before_any_work(s3, tmp_path, lang_only_config):
+    _, env = s3
+    write_shard(tmp_path / "crawl" / "a.parquet", good_rows(3))
+    done = subprocess.run([THRESHER, "curate", "-i", str(tmp_path / "crawl"), "-o",
+                           "s3://no-such-bucket/out", "--state", str(tmp_path / "state"),
+                           "-c", str(lang_only_config)], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "cannot write to the output s3://no-such-bucket/out" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "state").exists()
