@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
+from pyarrow.fs import FileType
 
 from thresher.pipeline import storage
 from thresher.pipeline.shards import InputError
@@ -141,15 +142,20 @@ def _on_ray(fmt, todo, args, address):
 def find_inputs(fmt: str, inputs: list[str]) -> list[str]:
     found = []
     for item in inputs:
-        if storage.has_glob(item):
-            found += storage.glob_files(item)
-        elif storage.file_info(item).type == storage.pafs.FileType.Directory:
-            found += [p for p in storage.glob_files(item.rstrip("/") + "/**/*")
-                      if p.split("?")[0].endswith(_SUFFIXES[fmt])]
-        elif storage.file_info(item).type == storage.pafs.FileType.File:
-            found.append(item if storage.is_uri(item) else os.path.abspath(item))
-        else:
-            raise InputError(f"input {item!r} does not exist")
+        try:
+            if storage.has_glob(item):
+                found += storage.glob_files(item)
+                continue
+            kind = storage.file_info(item).type
+            if kind == FileType.Directory:
+                found += [p for p in storage.glob_files(storage.below(item, "**/*"))
+                          if p.split("?")[0].endswith(_SUFFIXES[fmt])]
+            elif kind == FileType.File:
+                found.append(item if storage.is_uri(item) else os.path.abspath(item))
+            else:
+                raise InputError(f"input {item!r} does not exist")
+        except OSError as err:  # unreachable endpoint, missing bucket, no credentials
+            raise InputError(f"cannot read input {item!r}: {' '.join(str(err).split())}") from None
     if not found:
         raise InputError(f"no {fmt} files in {', '.join(inputs)} "
                          f"(looked for {', '.join(_SUFFIXES[fmt])})")

@@ -10,7 +10,6 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -62,8 +61,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         except OSError as err:  # unreachable endpoint, missing bucket, no credentials
             raise InputError(f"cannot read input {item!r}: {_one_line(err)}") from None
         if kind == pafs.FileType.Directory:
-            matches = storage.glob_files(item.rstrip("/") + "/**/*.parquet"
-                                         if not storage.is_uri(item) else _deep(item))
+            matches = storage.glob_files(storage.below(item, "**/*.parquet"))
             if not matches:
                 raise InputError(f"input directory {item!r} holds no *.parquet file")
             found += matches
@@ -72,12 +70,6 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         else:
             raise InputError(f"input path {item!r} does not exist")
     return list(dict.fromkeys(found))
-
-
-def _deep(uri: str) -> str:
-    """uri + '/**/*.parquet', keeping a query string at the end."""
-    parts = urlsplit(uri)
-    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/**/*.parquet"))
 
 
 def fingerprint(path: str, size: int) -> str:

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -86,6 +86,14 @@ def glob_files(pattern: str) -> list[str]:
                    if info.type == pafs.FileType.File and not info.base_name.startswith(".")
                    and regex.fullmatch(info.path))
     return [uri_of(pattern, path) for path in found]
+
+
+def below(location: str, pattern: str) -> str:
+    """`location/pattern`, keeping a URI's query at the end."""
+    if not is_uri(location):
+        return location.rstrip("/") + "/" + pattern
+    parts = urlsplit(location)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + pattern))
 
 
 def _glob_regex(pattern: str) -> re.Pattern:

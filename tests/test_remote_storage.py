@@ -147,3 +147,24 @@ def test_an_output_that_cannot_be_written_fails_before_any_work(s3, tmp_path, la
     assert done.returncode == 1, done.stderr
     assert "cannot write to the output s3://no-such-bucket/out" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "state").exists()
+
+
+def test_import_reads_and_writes_s3(s3, tmp_path):
+    client, env = s3
+    lines = "\n".join(json.dumps({"id": f"j{i}", "text": f"Document number {i}."})
+                      for i in range(5)) + "\n"
+    client.put_object(Bucket="crawl-bucket", Key="raw/2026-03/a.jsonl", Body=lines.encode())
+    client.put_object(Bucket="crawl-bucket", Key="raw/2026-03/notes.txt", Body=b"not jsonl")
+    out = "s3://crawl-bucket/imported/2026-03/shards"
+    args = ["import", "-f", "jsonl", "-i", "s3://crawl-bucket/raw/", "-o", out,
+            "--state", str(tmp_path / "state"), "--workers", "1"]
+    first = thresher(env, *args)
+    assert "imported 1 of 1 jsonl files" in first.stdout and "5 rows" in first.stdout
+    again = thresher(env, *args)
+    assert "imported 0 of 1 jsonl files (1 already done)" in again.stdout
+    listed = client.list_objects_v2(Bucket="crawl-bucket", Prefix="imported/2026-03/shards/")
+    [key] = [o["Key"] for o in listed["Contents"]]
+    body = client.get_object(Bucket="crawl-bucket", Key=key)["Body"].read()
+    table = pq.read_table(pa.BufferReader(body))
+    assert table.column("text").to_pylist()[0] == "Document number 0."
+    assert set(table.column("crawl").to_pylist()) == {"2026-03"}  # the file's folder
