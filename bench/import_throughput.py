@@ -20,14 +20,14 @@ import argparse
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.child import measure_child  # noqa: E402
 
 HTML_ROOTS = ["/usr/share/doc/debian-handbook/html", "/usr/share/doc/python3.11/html"]
 
@@ -95,28 +95,7 @@ def _rows_with_text(out: str) -> int:
 def measure(mode: str, args, warcs: str) -> dict:
     command = [sys.executable, __file__, "--child", mode, "--warcs", warcs,
                "--workers", str(args.workers)]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    peak = [0]
-
-    def sample():
-        root = psutil.Process(child.pid)
-        while child.poll() is None:
-            try:
-                procs = [root, *root.children(recursive=True)]
-                peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output, _ = child.communicate()
-    sampler.join()
-    if child.returncode:
-        raise SystemExit(f"{mode} failed with exit code {child.returncode}")
-    result = json.loads(output.strip().splitlines()[-1])
-    result["peak_rss_mb"] = peak[0] / 2**20
-    return result
+    return measure_child(command, mode)
 
 
 def main() -> None:

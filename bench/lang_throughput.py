@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
+from pathlib import Path
 
-import psutil
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.child import measure_child  # noqa: E402
 
 
 def plain(inputs: list[str]) -> dict:
@@ -78,28 +79,7 @@ def measure(mode: str, args) -> dict:
     """Run one side in a child process, sampling the RSS of its whole process tree."""
     command = [sys.executable, __file__, "--child", mode, "--num-cpus", str(args.num_cpus),
                "--input", *args.input]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    peak = [0]
-
-    def sample():
-        root = psutil.Process(child.pid)
-        while child.poll() is None:
-            try:
-                procs = [root, *root.children(recursive=True)]
-                peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output, _ = child.communicate()
-    sampler.join()
-    if child.returncode:
-        raise SystemExit(f"{mode} failed with exit code {child.returncode}")
-    result = json.loads(output.strip().splitlines()[-1])
-    result["peak_rss_mb"] = peak[0] / 2**20
-    return result
+    return measure_child(command, mode)
 
 
 def main() -> None:

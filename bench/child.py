@@ -1,0 +1,38 @@
+"""Run one side of a benchmark in a child process and measure its memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+
+import psutil
+
+
+def measure_child(command: list[str], name: str) -> dict:
+    """Run `command`, whose last stdout line is a JSON result, and add `peak_rss_mb`:
+    the largest sum of RSS over the child and all its descendants (Ray's raylet and
+    workers, worker pools, ...), sampled every 0.1 s."""
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample():
+        root = psutil.Process(child.pid)
+        while child.poll() is None:
+            try:
+                procs = [root, *root.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = child.communicate()
+    sampler.join()
+    if child.returncode:
+        raise SystemExit(f"{name} failed with exit code {child.returncode}")
+    result = json.loads(output.strip().splitlines()[-1])
+    result["peak_rss_mb"] = peak[0] / 2**20
+    return result
