@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
-from pyarrow.fs import FileType
 
 from thresher.pipeline import storage
-from thresher.pipeline.shards import InputError
+from thresher.pipeline.shards import InputError, expand_inputs
 from thresher.pipeline.storage import Store, state_folder
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ def import_files(fmt: str, inputs: list[str], out_dir: str, crawl: str | None = 
     worker processes, or to Ray tasks when a cluster is named (address or RAY_ADDRESS)."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    files = find_inputs(fmt, inputs)
+    files = expand_inputs(inputs, _SUFFIXES[fmt])
     out = Store.at(out_dir)
     ledger = ImportLedger(state_folder(out, state_dir))
     todo, done_before = [], 0
@@ -76,7 +75,8 @@ def import_files(fmt: str, inputs: list[str], out_dir: str, crawl: str | None = 
              done_before, len(todo))
     started = time.time()
     args = (out.location, crawl, part_rows, extract_timeout)
-    runs = (_on_ray(fmt, todo, args, address) if address or os.environ.get("RAY_ADDRESS")
+    runs = ([] if not todo
+            else _on_ray(fmt, todo, args, address) if address or os.environ.get("RAY_ADDRESS")
             else _in_processes(fmt, todo, args, workers))
     for path, fp, result, failure in runs:
         summary["imported"] += failure is None
@@ -137,29 +137,6 @@ def _on_ray(fmt, todo, args, address):
             yield path, fp, ray.get(ready[0]), None
         except Exception as err:  # noqa: BLE001 - a task that failed all its retries
             yield path, fp, None, f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
-
-
-def find_inputs(fmt: str, inputs: list[str]) -> list[str]:
-    found = []
-    for item in inputs:
-        try:
-            if storage.has_glob(item):
-                found += storage.glob_files(item)
-                continue
-            kind = storage.file_info(item).type
-            if kind == FileType.Directory:
-                found += [p for p in storage.glob_files(storage.below(item, "**/*"))
-                          if p.split("?")[0].endswith(_SUFFIXES[fmt])]
-            elif kind == FileType.File:
-                found.append(item if storage.is_uri(item) else os.path.abspath(item))
-            else:
-                raise InputError(f"input {item!r} does not exist")
-        except OSError as err:  # unreachable endpoint, missing bucket, no credentials
-            raise InputError(f"cannot read input {item!r}: {' '.join(str(err).split())}") from None
-    if not found:
-        raise InputError(f"no {fmt} files in {', '.join(inputs)} "
-                         f"(looked for {', '.join(_SUFFIXES[fmt])})")
-    return list(dict.fromkeys(found))
 
 
 def import_file(fmt: str, path: str, out_dir: str, crawl: str | None, part_rows: int,

@@ -54,7 +54,7 @@ def start_head(cluster_dir: str | Path, port: int = 6390, num_cpus: int | None =
     command = [ray_cli, "start", "--head", "--block", f"--port={port}",
                "--node-ip-address=127.0.0.1", f"--temp-dir={ray_temp_dir(cluster_dir)}",
                "--disable-usage-stats"]
-    agent_port = _free_port() if dashboard_port else None
+    agent_port = free_port() if dashboard_port else None
     if dashboard_port:
         command += ["--include-dashboard=true", "--dashboard-host=127.0.0.1",
                     f"--dashboard-port={dashboard_port}",
@@ -95,7 +95,7 @@ def running(cluster_dir: str | Path) -> dict | None:
     return info if psutil.pid_exists(info["pid"]) else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:

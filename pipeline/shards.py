@@ -45,31 +45,35 @@ def path_key(path: str) -> str:
     return hashlib.sha1(path.encode()).hexdigest()[:12]
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Parquet files named by files, folders (searched recursively) or globs, as local
-    paths or URIs (see storage.py)."""
+def expand_inputs(inputs: list[str], suffixes: tuple[str, ...] = (".parquet",)) -> list[str]:
+    """Files named by files, folders (searched recursively for names ending in one of
+    `suffixes`) or globs, as local paths or URIs (see storage.py)."""
     found: list[str] = []
     for item in inputs:
         try:
-            if storage.has_glob(item):
-                matches = storage.glob_files(item)
-                if not matches:
-                    raise InputError(f"input glob {item!r} matches no file")
-                found += matches
-                continue
-            kind = storage.file_info(item).type
+            found += _files_named_by(item, suffixes)
         except OSError as err:  # unreachable endpoint, missing bucket, no credentials
             raise InputError(f"cannot read input {item!r}: {_one_line(err)}") from None
-        if kind == pafs.FileType.Directory:
-            matches = storage.glob_files(storage.below(item, "**/*.parquet"))
-            if not matches:
-                raise InputError(f"input directory {item!r} holds no *.parquet file")
-            found += matches
-        elif kind == pafs.FileType.File:
-            found.append(item if storage.is_uri(item) else os.path.abspath(item))
-        else:
-            raise InputError(f"input path {item!r} does not exist")
     return list(dict.fromkeys(found))
+
+
+def _files_named_by(item: str, suffixes: tuple[str, ...]) -> list[str]:
+    if storage.has_glob(item):
+        matches = storage.glob_files(item)
+        if not matches:
+            raise InputError(f"input glob {item!r} matches no file")
+        return matches
+    kind = storage.file_info(item).type
+    if kind == pafs.FileType.Directory:
+        matches = [p for p in storage.glob_files(storage.below(item, "**/*"))
+                   if p.split("?")[0].endswith(suffixes)]
+        if not matches:
+            raise InputError(f"input directory {item!r} holds no "
+                             f"{' or '.join('*' + s for s in suffixes)} file")
+        return matches
+    if kind == pafs.FileType.File:
+        return [item if storage.is_uri(item) else os.path.abspath(item)]
+    raise InputError(f"input path {item!r} does not exist")
 
 
 def fingerprint(path: str, size: int) -> str:

@@ -3,7 +3,6 @@ run on a `ray start --head` cluster of the test's own (own temp dir and token)."
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import pytest
 from conftest import good_rows, write_shard
 from e2e_helpers import assert_each_row_once
 from thresher.pipeline.ledger import Ledger
-from thresher.pipeline.local_cluster import _ours, client_env
+from thresher.pipeline.local_cluster import _ours, client_env, free_port
 from thresher.pipeline.config import load_config
 from thresher.pipeline.run import curate
 
@@ -59,12 +58,6 @@ def test_driver_killed_mid_run_then_rerun_accounts_every_row_once(tmp_path):
     assert result.plan["resumed"] + result.plan["new"] == 6 - done_before
     assert done_count(out) == 6
     assert_each_row_once(out, shards)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_ray_job_submit_twice_processes_only_the_new_shard(tmp_path, lang_only_config):
