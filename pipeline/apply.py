@@ -15,30 +15,9 @@ import traceback
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.stages import Resources, Stage
+from thresher.stages import Stage
 from thresher.pipeline.rules import Rule
 from thresher.stages.base import BatchFailure
-
-
-class StageRunner:
-    """A Ray Data callable class: one stage instance per actor, set up once."""
-
-    def __init__(self, stage_cls: type[Stage], params: dict, resources: Resources,
-                 rules: tuple[Rule, ...] = ()):
-        self.stage = stage_cls(resources=resources, **params)
-        self.stage.setup()
-        self.rules = rules
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return apply_stage(self.stage, batch, self.rules)
-
-
-def run_stateless(batch: pa.Table, *, stage_cls: type[Stage], params: dict,
-                  resources: Resources, rules: tuple[Rule, ...] = ()) -> pa.Table:
-    """The task version, for stages without a model: building one is cheap."""
-    stage = stage_cls(resources=resources, **params)
-    stage.setup()
-    return apply_stage(stage, batch, rules)
 
 
 def apply_stage(stage: Stage, batch: pa.Table, rules: tuple[Rule, ...] = ()) -> pa.Table:

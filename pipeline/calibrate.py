@@ -1,9 +1,9 @@
 """Calibration: values a stage needs from the data itself before the full run, such
 as CCNet's per-language perplexity cut-offs or the harmful filter's tau.
 
-One pass over a bounded sample (the first rows of each shard) runs every stage with
-what it has, and brings back only the calibration columns (scores, never text) to
-the driver; each stage then turns them into parameters. The values are saved in
+One pass over a bounded sample (row groups and rows chosen by a hash, from across the
+whole input) runs the stages up to the last one that calibrates, and brings back only
+the calibration columns to the driver; each stage then turns them into parameters. The values are saved in
 OUT/calibration.json and reused by later runs with the same stage parameters, so a
 new crawl is bucketed with the same cut-offs as the crawls before it.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from thresher.pipeline.config import Config
+from thresher.pipeline.read import sample_hash
 from thresher.pipeline.shards import Shard
 from thresher.pipeline.storage import write_text
 
@@ -48,7 +49,7 @@ def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tu
         else:
             pending.append((i, stage, key))
     if pending:
-        sample = _sample(config, shards, [s for _, s, _ in pending])
+        sample = _sample(config, shards, [s for _, s, _ in pending], max(i for i, _, _ in pending))
         for i, stage, key in pending:
             spec = specs[i]
             try:
@@ -66,15 +67,41 @@ def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tu
     return replace(config, stages=specs), report
 
 
-def _sample(config: Config, shards: list[Shard], stages) -> pa.Table:
+def _sample(config: Config, shards: list[Shard], stages, last: int) -> pa.Table:
+    """The calibration columns of a sample drawn across shards and row groups, scored
+    by the stages up to the last one that calibrates (the later ones are not needed)."""
     from thresher.pipeline import dag
 
     wanted = max(getattr(s, "calibration_rows", 5000) for s in stages)
-    per_shard = max(50, -(-wanted // max(1, len(shards))))
     columns = sorted({c for s in stages for c in s.calibration_columns})
-    dataset = dag.scored(shards, config, rows_per_shard=per_shard).select_columns(columns)
-    rows = dataset.take_all()
-    return pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([]) for c in columns})
+    partial = replace(config, stages=config.stages[: last + 1])
+    dataset = dag.scored(sample_units(shards, wanted), partial).select_columns(columns)
+    tables = [t for t in dataset.iter_batches(batch_format="pyarrow", batch_size=None)
+              if t.num_rows]
+    if not tables:
+        return pa.table({c: pa.array([]) for c in columns})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def sample_units(shards: list[Shard], wanted: int, spread: int = 4) -> list[dict]:
+    """Read units for a sample of about `wanted` rows: row groups taken in the order of
+    a hash (so from across the crawl, not the head of each shard) until they hold
+    `spread` times the rows wanted, then that share of their rows by a hash of the row.
+    Reading the extra rows costs little next to scoring them; spreading the sample
+    over more row groups keeps a sorted shard from skewing it."""
+    groups = sorted((sample_hash(shard.key, -1 - g), i, g, n)
+                    for i, shard in enumerate(shards) for g, n in enumerate(shard.row_groups) if n)
+    target = min(sum(n for *_, n in groups), wanted * spread)
+    chosen: dict[int, list[int]] = {}
+    covered = 0
+    for _, i, g, n in groups:
+        if covered >= target:
+            break
+        chosen.setdefault(i, []).append(g)
+        covered += n
+    rate = min(1.0, wanted / covered) if covered else 1.0
+    return [{"path": shards[i].path, "key": shards[i].key, "row_groups": sorted(gs), "rate": rate}
+            for i, gs in sorted(chosen.items())]
 
 
 def _calibration_key(params: dict, files: list[Path]) -> str:

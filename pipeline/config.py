@@ -49,9 +49,17 @@ class StageSpec:
     params: dict
     resources: Resources
     cls: type[Stage]
+    kept_only: bool | None = None  # None: the stage's own default
+    # Known once the stage is built (at the config check): may it share a worker with
+    # its neighbours, and how many bytes its models take in a worker.
+    fusable: bool = True
+    memory_estimate: int = 0
 
     def build(self) -> Stage:
-        return self.cls(resources=self.resources, **self.params)
+        stage = self.cls(resources=self.resources, **self.params)
+        if self.kept_only is not None:
+            stage.kept_only = self.kept_only
+        return stage
 
 
 @dataclass
@@ -159,12 +167,20 @@ def _stage_spec(entry: object, index: int, source: str) -> StageSpec:
         raise ConfigError(f"{where}: expected a mapping with a `stage` key")
     params = dict(entry)
     name = params.pop("stage")
+    kept_only = params.pop("kept_only", None)
+    if kept_only not in (None, True, False):
+        raise ConfigError(f"{where} ({name}): kept_only must be true or false, got {kept_only!r}")
     try:
         cls = stage_class(name)
-        resources = Resources.from_dict(
-            {**vars(cls.default_resources), **(params.pop("resources", None) or {})})
-        spec = StageSpec(name=cls.name, params=params, resources=resources, cls=cls)
-        spec.build().check()  # parameters, model files exist and load
+        given = params.pop("resources", None) or {}
+        if not isinstance(given, dict):
+            raise ValueError(f"resources must be a mapping, got {given!r}")
+        resources = Resources.from_dict({**vars(cls.default_resources), **given})
+        spec = StageSpec(name=cls.name, params=params, resources=resources, cls=cls,
+                         kept_only=kept_only)
+        stage = spec.build()
+        stage.check()  # parameters, model files exist and load
+        spec.fusable, spec.memory_estimate = stage.fusable, stage.memory_estimate()
     except ModelNotFound as err:
         raise ConfigError(f"{where} ({name}): {err}") from None
     except (TypeError, ValueError, OSError, RuntimeError) as err:

@@ -1,34 +1,71 @@
-"""Build the Ray Data DAG: shards -> read -> one map_batches per stage -> settle.
+"""Build the Ray Data DAG: shards -> operators of fused stages -> tallies.
 
-Every operator asks for a fraction of a CPU, so that on a 2-core machine the read
-tasks, the stage actors and the writers all fit at once and none starves another.
+Consecutive stages that ask for the same kind of resources run in one operator (a
+*segment*): one worker holds all their models and a batch passes through them in one
+process. GPU stages, stages holding an LLM, and stages whose config asks for other
+resources get a segment of their own. The first segment reads its shards itself and
+the last one decides and writes, when they run on CPUs; so in the common CPU-only
+pipeline a document never crosses the object store: shard paths go in, one tally row
+per shard comes out, and each worker is one process per core doing the whole job.
+
+Pools size themselves to the cluster: an `auto` pool starts with as many workers as
+the free CPUs hold (one core each, less the share the other operators need) and may
+grow when the cluster grows; an explicit `concurrency` is a fixed pool.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+from dataclasses import dataclass, field
 
 import ray
 
-from thresher.pipeline.apply import StageRunner, run_stateless
-from thresher.pipeline.config import Config, ConfigError
-from thresher.pipeline.read import read_shards
-from thresher.pipeline.shards import Shard
-from thresher.pipeline.write import settle
+from thresher.pipeline.config import Config, ConfigError, StageSpec
+from thresher.pipeline.worker import SegmentWorker
+from thresher.stages import Resources
 
 log = logging.getLogger(__name__)
 
+# Operators that do not hold a stage: a read task before a GPU segment, a write task
+# after one. Their CPU shares are what a pool must leave free.
 READ_CPUS = 0.25
-# What one read task holds at most (a batch of a row group, decoded). Declaring it
-# also keeps Ray from fusing the read into the first stage's operator: fused, the
-# read would run inside the stage's actors and Ray would bundle several one-row
-# shard descriptors into one call, so shards would finish together, not one by one.
-READ_MEMORY = 256 * 1024 * 1024
 SETTLE_CPUS = 0.25
-# No retry settings here on purpose: Ray Data restarts a dead stage actor and retries
-# its batch (max_restarts=-1, max_task_retries=-1), and Ray retries a task whose
-# worker died 3 times. A batch whose *code* raises is handled in apply.py instead.
+# What one read task holds at most (a batch of a row group, decoded). Declaring it
+# also keeps Ray from fusing the read task into the next actor operator.
+READ_MEMORY = 256 << 20
+SETTLE_MEMORY = 512 << 20
+# A worker's own memory before any model: the Python process with Ray, pyarrow and
+# the stage libraries imported (measured at about 300 MB), plus the batches in flight.
+WORKER_BASE_MEMORY = 400 << 20
+BATCH_MEMORY = 128 << 20
+
+
+@dataclass
+class Segment:
+    """Stages that run in one operator, and what each of its workers asks for."""
+
+    specs: list[StageSpec]
+    num_cpus: float
+    num_gpus: float
+    memory: int
+    pool: tuple[int, int | None, int] | None  # (min, max, initial); None: a fixed pool
+    concurrency: int | None  # the fixed pool's size
+    batch_size: int
+    reads: bool = False  # reads its shards itself (the first segment, on CPUs)
+    settles: bool = False  # decides and writes itself (the last segment, on CPUs)
+    names: list[str] = field(init=False)
+
+    def __post_init__(self):
+        self.names = [s.name for s in self.specs]
+
+    def describe(self) -> dict:
+        return {"stages": self.names, "num_cpus": round(self.num_cpus, 4),
+                "num_gpus": self.num_gpus, "memory_bytes": self.memory,
+                "pool": ({"min": self.pool[0], "max": self.pool[1], "initial": self.pool[2]}
+                         if self.pool else {"fixed": self.concurrency}),
+                "reads": self.reads, "settles": self.settles}
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -49,16 +86,153 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
              log_to_driver=False)
 
 
-def build(shards: list[Shard], config: Config, out_dir: str,
-          progress: bool = True) -> ray.data.Dataset:
-    """The whole run: read, stages, then decide and write (one tally row per shard)."""
-    ray.data.DataContext.get_current().enable_progress_bars = progress
-    return scored(shards, config).map_batches(
-        settle, batch_size=None, batch_format="pyarrow", num_cpus=SETTLE_CPUS,
-        fn_kwargs={"rules": config.filters, "out_dir": out_dir,
-                   "part_max_rows": config.run.part_max_rows,
-                   "part_max_bytes": config.run.part_max_bytes,
-                   "synthetic_ratio": _synthetic_ratio(config)})
+def _group_key(spec: StageSpec):
+    """Stages with equal keys may share a worker: CPU-only, fusable, and asking for
+    the same explicit resources."""
+    res = spec.resources
+    if res.num_gpus or not spec.fusable:
+        return None
+    return (res.num_cpus, res.concurrency, res.memory)
+
+
+def plan_segments(config: Config, cluster: dict, units: int,
+                  settle: bool = True) -> list[Segment]:
+    """The operators of the DAG for a cluster with these resources (Ray's
+    cluster_resources()) and `units` work items (shards): consecutive stages of equal
+    group key fuse."""
+    groups: list[list[StageSpec]] = []
+    for spec in config.stages:
+        key = _group_key(spec)
+        if groups and key is not None and _group_key(groups[-1][-1]) == key:
+            groups[-1].append(spec)
+        else:
+            groups.append([spec])
+    segments = [_segment(group) for group in groups]
+    if segments and not segments[0].num_gpus:
+        segments[0].reads = True
+    if settle and segments and not segments[-1].num_gpus:
+        segments[-1].settles = True
+    _size_pools(segments, cluster.get("CPU", 0), cluster.get("GPU", 0), units,
+                read_task=not segments or not segments[0].reads,
+                settle_task=settle and (not segments or not segments[-1].settles))
+    return segments
+
+
+def _segment(specs: list[StageSpec]) -> Segment:
+    res: Resources = specs[0].resources
+    memory = res.memory or (WORKER_BASE_MEMORY + BATCH_MEMORY
+                            + sum(s.memory_estimate for s in specs))
+    return Segment(specs=specs, num_cpus=res.num_cpus if res.num_cpus is not None else 1.0,
+                   num_gpus=res.num_gpus, memory=int(memory), pool=None,
+                   concurrency=res.concurrency,
+                   batch_size=max(s.resources.batch_size for s in specs))
+
+
+def _size_pools(segments: list[Segment], cpus: float, gpus: float, units: int,
+                read_task: bool, settle_task: bool) -> None:
+    """Fixed pools keep their size. A GPU pool grows to the cluster's GPUs. CPU pools
+    share the CPUs the rest leave free; one whose workers ask for no set number of CPUs
+    gets as many workers as its share holds whole cores (at least one), each asking
+    for an equal part of the share, so that every operator fits at once."""
+    fixed = (READ_CPUS if read_task else 0) + (SETTLE_CPUS if settle_task else 0)
+    fixed += sum(seg.num_cpus * seg.concurrency for seg in segments if seg.concurrency)
+    growing = [seg for seg in segments if seg.concurrency is None]
+    sizes = {}
+    for seg in growing:
+        if seg.num_gpus:
+            sizes[id(seg)] = max(1, math.floor(gpus / seg.num_gpus + 1e-9))
+            fixed += seg.num_cpus * sizes[id(seg)]
+    cpu_pools = [seg for seg in growing if not seg.num_gpus]
+    share = max(cpus - fixed, 0.0) / max(1, len(cpu_pools))
+    for seg in cpu_pools:
+        if seg.specs[0].resources.num_cpus is None:
+            sizes[id(seg)] = max(1, round(share))
+            seg.num_cpus = min(1.0, share / sizes[id(seg)]) if share > 0 else 1.0
+        else:
+            sizes[id(seg)] = max(1, math.floor(share / max(seg.num_cpus, 1e-9) + 1e-9))
+    # Alone on the cluster, a pool may grow with it (an autoscaling cluster adds
+    # nodes); beside other operators it stops at its share so that they keep theirs.
+    alone = len(segments) == 1 and not read_task and not settle_task
+    for seg in growing:
+        workers = sizes[id(seg)]
+        initial = min(workers, units) if seg.reads else 1
+        seg.pool = (1, None if alone else workers, max(1, initial))
+
+
+def check_fits(config: Config, segments: list[Segment] | None = None) -> None:
+    """Refuse a pipeline the cluster cannot run at once: Ray Data would wait for
+    resources that never come, and the run would hang without a word."""
+    have = ray.cluster_resources()
+    segments = segments if segments is not None else plan_segments(config, have, 1)
+    cpus = (0 if segments and segments[0].reads else READ_CPUS) + \
+        (0 if segments and segments[-1].settles else SETTLE_CPUS)
+    cpus += sum(seg.num_cpus * (seg.concurrency or seg.pool[0]) for seg in segments)
+    if cpus > have.get("CPU", 0) + 1e-9:
+        raise ConfigError(f"{config.source}: the stages' workers plus the read and write "
+                          f"tasks ask for {cpus:g} CPUs at once, and the cluster has "
+                          f"{have.get('CPU', 0):g}: lower resources.num_cpus or concurrency")
+    for seg in segments:
+        gpus = seg.num_gpus * (seg.concurrency or 1)
+        if gpus > have.get("GPU", 0) + 1e-9:
+            raise ConfigError(f"{config.source}: stage {'+'.join(seg.names)} asks for "
+                              f"{gpus:g} GPUs and the cluster has {have.get('GPU', 0):g}")
+
+
+def build(shards, config: Config, out_dir: str, progress: bool = True):
+    """The whole run: read, stages, decide and write; one tally row per shard (or per
+    batch, when a separate write task settles). Returns the dataset and its segments."""
+    settle = {"rules": tuple(config.filters), "out_dir": out_dir,
+              "part_max_rows": config.run.part_max_rows,
+              "part_max_bytes": config.run.part_max_bytes,
+              "synthetic_ratio": _synthetic_ratio(config)}
+    units = [{"path": s.path, "key": s.key} for s in shards]
+    return _dataset(units, config, settle, progress)
+
+
+def scored(units: list[dict], config: Config, progress: bool = False):
+    """Every stage over the rows the read units name (calibration's sample): the
+    scored batches, not written anywhere."""
+    return _dataset(units, config, None, progress)[0]
+
+
+def _dataset(units: list[dict], config: Config, settle: dict | None, progress: bool):
+    from thresher.pipeline.read import read_units
+    from thresher.pipeline.write import settle as settle_batch
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = progress
+    # A reading worker takes one shard at a time (so that shards spread evenly), which
+    # caps a pool's utilization at 100%: grow it when every worker is busy, not at
+    # Ray's default of 175%, which such a pool could never reach.
+    context.autoscaling_config.actor_pool_util_upscaling_threshold = 0.95
+    segments = plan_segments(config, ray.cluster_resources(), len(units),
+                             settle=settle is not None)
+    check_fits(config, segments)
+    read = {"batch_rows": config.run.read_batch_rows, "max_text_bytes": config.run.max_text_bytes}
+    log.debug("operators: %s", [s.describe() for s in segments])
+    ds = ray.data.from_items(units, override_num_blocks=max(1, len(units)))
+    if not segments or not segments[0].reads:
+        ds = ds.map_batches(read_units, batch_size=1, batch_format="pyarrow",
+                            num_cpus=READ_CPUS, memory=READ_MEMORY, fn_kwargs=read)
+    rules = tuple(config.filters)
+    for seg in segments:
+        if seg.pool:
+            low, high, initial = seg.pool
+            compute = ray.data.ActorPoolStrategy(min_size=low, max_size=high,
+                                                 initial_size=initial,
+                                                 max_tasks_in_flight_per_actor=1 if seg.reads else 2)
+        else:
+            compute = ray.data.ActorPoolStrategy(size=seg.concurrency)
+        ds = ds.map_batches(
+            SegmentWorker, compute=compute,
+            fn_constructor_args=(seg.specs, rules, read if seg.reads else None,
+                                 settle if seg.settles else None),
+            batch_size=1 if seg.reads else seg.batch_size, batch_format="pyarrow",
+            num_cpus=seg.num_cpus, num_gpus=seg.num_gpus or None, memory=seg.memory)
+    if settle is not None and (not segments or not segments[-1].settles):
+        ds = ds.map_batches(settle_batch, batch_size=None, batch_format="pyarrow",
+                            num_cpus=SETTLE_CPUS, memory=SETTLE_MEMORY, fn_kwargs=settle)
+    return ds, segments
 
 
 def _synthetic_ratio(config: Config) -> float | None:
@@ -67,48 +241,3 @@ def _synthetic_ratio(config: Config) -> float | None:
         if spec.name == "wrap":
             return float(spec.params.get("ratio", 1.0))
     return None
-
-
-def check_fits(config: Config) -> None:
-    """Refuse a pipeline the cluster cannot run at once: Ray Data would wait for
-    resources that never come, and the run would hang without a word."""
-    have = ray.cluster_resources()
-    cpus = READ_CPUS + SETTLE_CPUS + sum(s.resources.num_cpus * s.resources.concurrency
-                                         for s in config.stages)
-    if cpus > have.get("CPU", 0) + 1e-9:
-        raise ConfigError(f"{config.source}: the stages' actors plus a read and a write task "
-                          f"ask for {cpus:g} CPUs at once, and the cluster has "
-                          f"{have.get('CPU', 0):g}: lower resources.num_cpus or concurrency")
-    for spec in config.stages:
-        gpus = spec.resources.num_gpus * spec.resources.concurrency
-        if gpus > have.get("GPU", 0) + 1e-9:
-            raise ConfigError(f"{config.source}: stage {spec.name} asks for {gpus:g} GPUs and "
-                              f"the cluster has {have.get('GPU', 0):g}")
-
-
-def scored(shards: list[Shard], config: Config, rows_per_shard: int | None = None):
-    """Read (at most rows_per_shard rows of each shard) and run every stage."""
-    check_fits(config)
-    items = [{"path": s.path, "key": s.key} for s in shards]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(
-        read_shards, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS,
-        memory=READ_MEMORY,
-        fn_kwargs={"batch_rows": config.run.read_batch_rows,
-                   "max_text_bytes": config.run.max_text_bytes, "limit": rows_per_shard})
-    for spec in config.stages:
-        res = spec.resources
-        common = dict(batch_size=res.batch_size, batch_format="pyarrow", num_cpus=res.num_cpus,
-                      num_gpus=res.num_gpus or None)
-        if spec.cls.stateful:
-            ds = ds.map_batches(
-                StageRunner, compute=ray.data.ActorPoolStrategy(size=res.concurrency),
-                fn_constructor_args=(spec.cls, spec.params, res, tuple(config.filters)),
-                **common)
-        else:
-            ds = ds.map_batches(
-                run_stateless,
-                fn_kwargs={"stage_cls": spec.cls, "params": spec.params, "resources": res,
-                           "rules": tuple(config.filters)},
-                **common)
-    return ds

@@ -86,6 +86,35 @@ def start_head(cluster_dir: str | Path, port: int = 6390, num_cpus: int | None =
     return address
 
 
+def start_node(cluster_dir: str | Path, num_cpus: int = 1, timeout: float = 90) -> subprocess.Popen:
+    """A second node joining the head started from `cluster_dir`, on this machine
+    (loopback, the head's token), as a node of a real cluster joins: for tests of
+    work spread over nodes and of a node lost mid-run. Stopped with the head, or by
+    signalling its process group."""
+    cluster_dir = Path(cluster_dir).resolve()
+    info = json.loads((cluster_dir / "cluster.json").read_text())
+    env = client_env(cluster_dir)
+    env.pop("RAY_ADDRESS", None)
+    nodes = len(list(cluster_dir.glob("node-*.log")))
+    log_path = cluster_dir / f"node-{nodes + 1}.log"
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--block",
+               f"--address={info['address']}", "--node-ip-address=127.0.0.1",
+               f"--num-cpus={num_cpus}", "--disable-usage-stats"]
+    with open(log_path, "w") as log:
+        node = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    while "Ray runtime started" not in log_path.read_text():
+        if node.poll() is not None or time.time() > deadline:
+            _signal_group(node.pid, signal.SIGKILL)
+            raise RuntimeError(f"Ray node did not start; see {log_path}:\n"
+                               + log_path.read_text()[-2000:])
+        time.sleep(0.5)
+    info.setdefault("nodes", []).append(node.pid)
+    (cluster_dir / "cluster.json").write_text(json.dumps(info))
+    return node
+
+
 def running(cluster_dir: str | Path) -> dict | None:
     """cluster.json of a head started from this folder that is still alive."""
     info_path = Path(cluster_dir).resolve() / "cluster.json"
@@ -130,12 +159,15 @@ def stop_head(cluster_dir: str | Path, grace: float = 40) -> None:
     info_path = cluster_dir / "cluster.json"
     if not info_path.exists():
         return
-    pid = json.loads(info_path.read_text())["pid"]
-    _signal_group(pid, signal.SIGTERM)  # ray start --block drains, then stops its processes
+    info = json.loads(info_path.read_text())
+    groups = [*info.get("nodes", []), info["pid"]]  # the other nodes first, then the head
+    for pid in groups:
+        _signal_group(pid, signal.SIGTERM)  # ray start --block drains, then stops its processes
     deadline = time.time() + grace
     while _ours(cluster_dir) and time.time() < deadline:
         time.sleep(0.5)
-    _signal_group(pid, signal.SIGKILL)
+    for pid in groups:
+        _signal_group(pid, signal.SIGKILL)
     for proc in _ours(cluster_dir):
         proc.kill()
     info_path.unlink()

@@ -31,6 +31,7 @@ def versions() -> dict:
 def build(run_id, state, started, config, inputs, plan, tallies, violations,
           extra: dict | None = None) -> dict:
     shards, reasons, errors, seconds, synthetic = [], Counter(), Counter(), Counter(), Counter()
+    workers, peak = Counter(), {}
     for tally in tallies.values():
         shard = tally.shard
         shards.append({"path": shard.path, "key": shard.key, "size": shard.size,
@@ -41,6 +42,9 @@ def build(run_id, state, started, config, inputs, plan, tallies, violations,
         errors.update(tally.errors)
         seconds.update(tally.stage_seconds)
         synthetic.update(tally.synthetic)
+        workers.update(tally.workers)
+        for name, rss in tally.peak_rss.items():
+            peak[name] = max(peak.get(name, 0), rss)
     totals = Counter()
     for entry in shards:
         totals.update({k: entry[k] for k in ("rows_in", "curated", "rejected", "quarantined")})
@@ -69,6 +73,11 @@ def build(run_id, state, started, config, inputs, plan, tallies, violations,
         # calibration: values estimated from the data (CCNet cut-offs, harmful tau) and
         # where from; stage_settings: each stage's models, thresholds and their sources.
         **(extra or {}),
+        # Which node and process read and scored how many rows, and each worker's peak
+        # RSS (against the memory its operator declared, in `operators`).
+        "workers": {name: {"rows": rows_done, "peak_rss_bytes": peak.get(name)}
+                    for name, rows_done in sorted(workers.items())},
+        "nodes": _per_node(workers),
         "synthetic": _synthetic_summary(synthetic),
         "drop_reasons": dict(reasons.most_common()),
         "quarantine_errors": dict(errors.most_common(50)),
@@ -86,15 +95,19 @@ def write(out: Store, state_dir: Path, run_id, state, started, config, inputs, p
     data["output"] = out.location
     manifest_path = run_dir / "manifest.json"
     text = json.dumps(data, indent=1, default=str)
-    write_text(str(manifest_path), text)
     report_path = None
     if data["totals"]["rows_in"]:
         from thresher.pipeline import report  # matplotlib: only when there is something to plot
 
+        start = time.perf_counter()
         try:
+            run_dir.mkdir(parents=True, exist_ok=True)
             report_path = report.write(out, run_dir, data)
         except Exception:  # a report must never cost the run its results
             log.exception("could not write the report for run %s", run_id)
+        data.setdefault("phases", {})["report"] = round(time.perf_counter() - start, 3)
+        text = json.dumps(data, indent=1, default=str)
+    write_text(str(manifest_path), text)
     if Path(out.root) != state_dir or not out.is_local:
         _copy_to_output(out, run_id, text, report_path)
     return manifest_path, report_path
@@ -107,6 +120,13 @@ def _copy_to_output(out: Store, run_id: str, manifest: str, report_path: Path | 
             out.write_text(out.path("runs", run_id, "report.html"), report_path.read_text())
     except OSError:  # the local copy stands; the outputs themselves are already written
         log.exception("could not copy the manifest of run %s to %s", run_id, out.location)
+
+
+def _per_node(workers: Counter) -> dict:
+    nodes = Counter()
+    for name, rows in workers.items():
+        nodes[name.split("/")[0]] += rows
+    return dict(nodes)
 
 
 def _synthetic_summary(counts: Counter) -> dict | None:

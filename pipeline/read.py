@@ -26,44 +26,64 @@ from thresher.pipeline import storage
 INTERNAL = ("_shard", "_count", "_error", "_pre")
 
 
-def read_shards(batch: pa.Table, *, batch_rows: int, max_text_bytes: int,
-                limit: int | None = None) -> Iterator[pa.Table]:
-    """Ray map_batches UDF: a batch of (path, key) items -> the shards' rows."""
-    for path, key in zip(batch.column("path").to_pylist(), batch.column("key").to_pylist()):
-        rows = read_shard(path, key, batch_rows=batch_rows, max_text_bytes=max_text_bytes)
-        yield from (rows if limit is None else _first_rows(rows, limit))
+def read_units(batch: pa.Table, *, batch_rows: int, max_text_bytes: int) -> Iterator[pa.Table]:
+    """Ray map_batches UDF: a batch of read units -> their rows."""
+    for unit in batch.to_pylist():
+        yield from read_unit(unit, batch_rows=batch_rows, max_text_bytes=max_text_bytes)
 
 
-def _first_rows(tables: Iterator[pa.Table], limit: int) -> Iterator[pa.Table]:
-    for table in tables:
-        if limit <= 0:
-            return
-        yield table.slice(0, limit)
-        limit -= table.num_rows
+def read_unit(unit: dict, *, batch_rows: int, max_text_bytes: int) -> Iterator[pa.Table]:
+    """The rows a read unit names: {path, key}, and for a sample also `row_groups`
+    (which ones to read) and `rate` (the share of their rows to keep, by a hash)."""
+    rows = read_shard(unit["path"], unit["key"], batch_rows=batch_rows,
+                      max_text_bytes=max_text_bytes, row_groups=unit.get("row_groups"))
+    rate = unit.get("rate")
+    if rate is None or rate >= 1:
+        yield from rows
+        return
+    for table in rows:
+        keep = [sample_hash(unit["key"], r) < rate for r in table.column("source_row").to_pylist()]
+        yield table.filter(pa.array(keep, pa.bool_()))
 
 
-def read_shard(path: str, key: str, *, batch_rows: int, max_text_bytes: int) -> Iterator[pa.Table]:
+def sample_hash(key: str, row: int) -> float:
+    """A row's place in [0, 1) for sampling: stable across runs, spread over shards."""
+    digest = hashlib.blake2b(f"{key}:{row}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0 ** 64
+
+
+def read_shard(path: str, key: str, *, batch_rows: int, max_text_bytes: int,
+               row_groups: list[int] | None = None) -> Iterator[pa.Table]:
     with storage.open_input(path) as handle:
-        yield from _read_groups(pq.ParquetFile(handle), path, key, batch_rows, max_text_bytes)
+        yield from _read_groups(pq.ParquetFile(handle), path, key, batch_rows, max_text_bytes,
+                                row_groups)
 
 
 def _read_groups(parquet: pq.ParquetFile, path: str, key: str, batch_rows: int,
-                 max_text_bytes: int) -> Iterator[pa.Table]:
+                 max_text_bytes: int, wanted: list[int] | None = None) -> Iterator[pa.Table]:
     seen_ids: set[str] = set()
-    row = 0
-    for group in range(parquet.num_row_groups):
-        group_end = row + parquet.metadata.row_group(group).num_rows
-        try:
-            for record_batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group]):
-                table = pa.Table.from_batches([record_batch])
-                yield triage(table, path, key, row, seen_ids, max_text_bytes)
-                row += table.num_rows
-        except Exception as err:  # a corrupt page: keep the rest of the shard going
-            if group_end > row:
+    meta = parquet.metadata
+    starts = [0]
+    for group in range(meta.num_row_groups):
+        starts.append(starts[-1] + meta.row_group(group).num_rows)
+    for group in range(meta.num_row_groups) if wanted is None else sorted(wanted):
+        row, group_end = starts[group], starts[group + 1]
+        batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[group])
+        while True:
+            # Only the decoding is guarded: an error in triage is a bug, not bad data.
+            try:
+                record_batch = next(batches, None)
+            except (OSError, pa.ArrowException) as err:  # a corrupt page: go on with the rest
                 detail = " ".join(str(err).split())
-                message = f"row group {group} unreadable from row {row}: {type(err).__name__}: {detail}"
+                message = (f"row group {group} unreadable from row {row}: "
+                           f"{type(err).__name__}: {detail}")
                 yield lost_rows(parquet.schema_arrow, path, key, row, group_end - row, message)
-            row = group_end
+                break
+            if record_batch is None:
+                break
+            table = pa.Table.from_batches([record_batch])
+            yield triage(table, path, key, row, seen_ids, max_text_bytes)
+            row += table.num_rows
 
 
 def triage(table: pa.Table, path: str, key: str, first_row: int, seen_ids: set[str],

@@ -18,12 +18,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+
 from thresher.pipeline import manifest as manifest_mod
 from thresher.pipeline.config import Config, load_config
 from thresher.pipeline.ledger import FINAL_STATES, Ledger
 from thresher.pipeline.shards import Shard, expand_inputs, inspect_shards, path_key
 from thresher.pipeline.storage import Store, state_folder
-from thresher.pipeline.write import OUTCOMES, is_synthetic_part, part_shard_key
+from thresher.pipeline.write import OUTCOMES
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ class Tally:
     errors: Counter = field(default_factory=Counter)
     stage_seconds: Counter = field(default_factory=Counter)
     synthetic: Counter = field(default_factory=Counter)  # "real_tokens", "<style>.rows", ...
+    workers: Counter = field(default_factory=Counter)  # rows per "<node id>/<pid>"
+    peak_rss: dict = field(default_factory=dict)  # worker -> its peak RSS, bytes
+    files: list = field(default_factory=list)  # "<outcome>/<part name>" of its real parts
 
     def add(self, row: dict) -> None:
         for name in ("rows", "curated", "rejected", "quarantined", "parts"):
@@ -55,6 +60,12 @@ class Tally:
         self.reasons.update(json.loads(row["reasons"]))
         self.errors.update(json.loads(row["errors"]))
         self.stage_seconds.update(json.loads(row["stage_seconds"]))
+        self.files += json.loads(row.get("files") or "[]")
+        workers = json.loads(row.get("workers") or "{}")
+        self.workers.update(workers)
+        if row.get("peak_rss"):
+            for name in workers:
+                self.peak_rss[name] = max(self.peak_rss.get(name, 0), row["peak_rss"])
         mix = json.loads(row.get("synthetic") or "{}")
         if mix:
             self.synthetic["real_tokens"] += mix["real_tokens"]
@@ -112,32 +123,42 @@ def _check_writable(store: Store) -> None:
 def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpus,
          progress) -> RunResult:
     started = time.time()
-    shards = inspect_shards(expand_inputs(inputs))
-    ledger = Ledger(state_dir)
-    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
-    todo, plan = _plan(shards, ledger)
-    ledger.start_run(run_id, config.to_json())
+    phases: dict[str, float] = {}  # where the seconds go, for the manifest
+    with _phase(phases, "plan"):
+        shards = inspect_shards(expand_inputs(inputs))
+        ledger = Ledger(state_dir)
+        run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
+        todo, plan = _plan(shards, ledger)
+        ledger.start_run(run_id, config.to_json())
     log.info("run %s: %d shards in input: %s", run_id, len(shards),
              ", ".join(f"{v} {k}" for k, v in plan.items() if v))
     tallies: dict[str, Tally] = {}
     state, violations, calibration, settings, mixture = "nothing-to-do", [], {}, {}, None
+    operators: list[dict] = []
     try:
         if todo:
             state = "failed"
-            _clear_old_parts(store, todo)
-            readable = _settle_unreadable(run_id, store, todo, ledger, tallies)
+            with _phase(phases, "clear"):
+                _clear_old_parts(store, todo)
+                readable = _settle_unreadable(run_id, store, todo, ledger, tallies)
             if readable:
-                from thresher.pipeline import dag  # imports Ray: keep `thresher status` fast
-                from thresher.pipeline.calibrate import calibrate
+                with _phase(phases, "ray_start"):
+                    from thresher.pipeline import dag  # imports Ray: keep `status` fast
+                    from thresher.pipeline.calibrate import calibrate
 
-                dag.connect(address, num_cpus)
-                config, calibration = calibrate(config, readable, state_dir, run_id)
-                settings = {spec.name: spec.build().describe() for spec in config.stages}
-                _stream(run_id, store, config, readable, ledger, tallies, progress)
-            violations = _verify_on_disk(run_id, store, tallies, ledger)
+                    dag.connect(address, num_cpus)
+                with _phase(phases, "calibration"):
+                    config, calibration = calibrate(config, readable, state_dir, run_id)
+                    settings = {spec.name: spec.build().describe() for spec in config.stages}
+                with _phase(phases, "stream"):
+                    _stream(run_id, store, config, readable, ledger, tallies, progress,
+                            operators)
+            with _phase(phases, "recount"):
+                violations = _verify_on_disk(run_id, store, tallies, ledger)
             if config.mixture and not violations:
-                mixture = _mix(store, config)
-            state = "finished"
+                with _phase(phases, "mixture"):
+                    mixture = _mix(store, config)
+            state = "failed" if violations else "finished"
     except KeyboardInterrupt:
         state = "interrupted"
         raise
@@ -145,7 +166,8 @@ def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpu
         totals = _totals(tallies)
         manifest_path, report_path = manifest_mod.write(
             store, state_dir, run_id, state, started, config, inputs, plan, tallies, violations,
-            {"calibration": calibration, "stage_settings": settings, "mixture": mixture})
+            {"calibration": calibration, "stage_settings": settings, "mixture": mixture,
+             "operators": operators, "phases": phases})
         ledger.finish_run(run_id, state, totals)
         ledger.close()
     result = RunResult(run_id, state, store.location, totals, manifest_path, report_path, plan,
@@ -239,10 +261,21 @@ def _settle_unreadable(run_id, out: Store, todo, ledger, tallies) -> list[Shard]
     return readable
 
 
-def _stream(run_id, out, config, shards, ledger, tallies, progress) -> None:
+def _pool_text(seg) -> str:
+    if seg.pool is None:
+        return f"{seg.concurrency} workers x {seg.num_cpus:g} CPU"
+    low, high, initial = seg.pool
+    return (f"{initial} workers x {seg.num_cpus:.3g} CPU, may grow to "
+            f"{'the cluster' if high is None else high}")
+
+
+def _stream(run_id, out, config, shards, ledger, tallies, progress, operators) -> None:
     from thresher.pipeline import dag
 
-    dataset = dag.build(shards, config, out.location, progress)
+    dataset, segments = dag.build(shards, config, out.location, progress)
+    operators.extend(seg.describe() for seg in segments)
+    log.info("operators: %s", "; ".join(
+        f"{'+'.join(seg.names)} ({_pool_text(seg)})" for seg in segments))
     done = 0
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
         for row in batch.to_pylist():
@@ -261,29 +294,33 @@ def _stream(run_id, out, config, shards, ledger, tallies, progress) -> None:
 
 
 def _verify_on_disk(run_id, out: Store, tallies: dict[str, Tally], ledger: Ledger) -> list[str]:
-    """Count every part on disk again and compare with the tallies, shard by shard."""
-    on_disk: dict[str, Counter] = {}
-    for outcome in OUTCOMES:
-        for part in out.files(outcome, "part-*.parquet"):
-            key = part_shard_key(part)
-            if key not in tallies or is_synthetic_part(part):  # the invariant is on real rows
-                continue
-            if outcome == "quarantine":
-                rows = sum(out.read_table(part, columns=["rows"]).column("rows").to_pylist())
-            else:
-                rows = out.num_rows(part)
-            on_disk.setdefault(key, Counter())[outcome] += rows
+    """Count the rows of every part this run wrote again, from the parts' footers, and
+    compare with the tallies, shard by shard. Only this run's parts are read: a run
+    over a new crawl costs the same however large the output has grown."""
     violations = []
-    for key, tally in tallies.items():
+    for tally in tallies.values():
         shard = tally.shard
         if shard.error or shard.num_rows == 0:
             continue
-        disk = on_disk.get(key, Counter())
+        disk = Counter()
+        for name in tally.files:
+            outcome, _, part = name.partition("/")
+            try:
+                if outcome == "quarantine":
+                    rows = out.read_table(out.path(outcome, part), columns=["rows"]).column("rows")
+                    disk[outcome] += sum(rows.to_pylist())
+                else:
+                    disk[outcome] += out.num_rows(out.path(outcome, part))
+            except (OSError, pa.ArrowException) as err:
+                disk["missing"] += 1
+                log.error("part %s of shard %s cannot be read back: %s", name, shard.path, err)
         found = (disk["curated"], disk["rejected"], disk["quarantine"])
         expected = (tally.curated, tally.rejected, tally.quarantined)
-        if not tally.complete or found != expected or sum(found) != shard.num_rows:
+        if (not tally.complete or disk["missing"] or found != expected
+                or sum(found) != shard.num_rows):
             violations.append(f"{shard.path}: {shard.num_rows} rows in, tallied "
-                              f"{tally.rows}, on disk curated/rejected/quarantined={found}")
+                              f"{tally.rows}, on disk curated/rejected/quarantined={found}"
+                              + (f", {disk['missing']} parts unreadable" if disk["missing"] else ""))
             ledger.claim(run_id, shard.path, shard.size, shard.fingerprint)  # redo next run
     return violations
 
@@ -312,6 +349,15 @@ def _totals(tallies: dict[str, Tally]) -> dict:
     for tally in tallies.values():
         totals.update(tally.counts())
     return {k: totals[k] for k in ("rows_in", "curated", "rejected", "quarantined")}
+
+
+@contextmanager
+def _phase(phases: dict, name: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = round(time.perf_counter() - start, 3)
 
 
 @contextmanager

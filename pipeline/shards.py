@@ -34,6 +34,7 @@ class Shard:
     fingerprint: str
     num_rows: int | None  # None when the footer is unreadable
     error: str | None  # why the whole shard cannot be read, if it cannot
+    row_groups: tuple[int, ...] = ()  # rows in each row group
 
     @property
     def key(self) -> str:
@@ -99,7 +100,8 @@ def inspect_shard(path: str) -> Shard:
         error = f"no `text` column (columns: {', '.join(schema.names) or 'none'})"
     elif schema.field("text").type not in TEXT_TYPES:
         error = f"column `text` has type {schema.field('text').type}; expected string"
-    return Shard(path, size, fp, meta.num_rows, error)
+    groups = tuple(meta.row_group(g).num_rows for g in range(meta.num_row_groups))
+    return Shard(path, size, fp, meta.num_rows, error, groups)
 
 
 def inspect_shards(paths: list[str], threads: int = 16) -> list[Shard]:

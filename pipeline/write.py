@@ -25,7 +25,7 @@ TALLY_SCHEMA = pa.schema([
     ("shard", pa.string()), ("rows", pa.int64()), ("curated", pa.int64()),
     ("rejected", pa.int64()), ("quarantined", pa.int64()), ("reasons", pa.string()),
     ("errors", pa.string()), ("stage_seconds", pa.string()), ("parts", pa.int64()),
-    ("synthetic", pa.string()),
+    ("synthetic", pa.string()), ("workers", pa.string()), ("files", pa.string()),
 ])
 SYNTHETIC_PART = "syn"  # part-<shard key>-syn<first parent row>.parquet, in curated/
 
@@ -69,6 +69,10 @@ def _settle_shard(rows: pa.Table, key: str, out: Store, part_max_rows: int,
         "stage_seconds": json.dumps({c[3:]: pc.sum(rows.column(c)).as_py() or 0.0 for c in timing}),
         "parts": 0,
         "synthetic": "{}",
+        # Rows per worker (<node id>/<pid>) that read and scored them.
+        "workers": json.dumps(Counter(rows.column("_worker").to_pylist())
+                              if "_worker" in rows.column_names else {}),
+        "files": "[]",  # the real parts written, as <outcome>/<name>: what the recount reads
     }
     synthetic = None
     if "wrap_rephrasings" in rows.column_names:  # WRAP ran: its paraphrases become rows
@@ -76,16 +80,19 @@ def _settle_shard(rows: pa.Table, key: str, out: Store, part_max_rows: int,
         tally["synthetic"] = json.dumps(mix)
         rows = rows.drop_columns(["wrap_rephrasings"]).append_column(
             "synthetic", pa.array([False] * rows.num_rows))
-    internal = ["_shard", "_pre", *timing]
+    internal = ["_shard", "_pre", *timing,
+                *(["_worker"] if "_worker" in rows.column_names else [])]
     outputs = {
         "curated": rows.filter(curated).drop_columns(internal + ["_count", "_error", "drop_reason"]),
         "rejected": rows.filter(rejected).drop_columns(internal + ["_count", "_error"]),
         "quarantine": rows.filter(quarantined).drop_columns(internal + ["drop_reason"])
         .rename_columns({"_error": "error", "_count": "rows"}),
     }
+    files = []
     for outcome, table in outputs.items():
-        tally["parts"] += _write_parts(table, out, outcome, key, "", part_max_rows,
-                                       part_max_bytes)
+        files += [f"{outcome}/{name}" for name in _write_parts(
+            table, out, outcome, key, "", part_max_rows, part_max_bytes)]
+    tally["parts"], tally["files"] = len(files), json.dumps(files)
     if synthetic is not None:
         _write_parts(synthetic, out, "curated", key, SYNTHETIC_PART, part_max_rows,
                      part_max_bytes)
@@ -93,14 +100,15 @@ def _settle_shard(rows: pa.Table, key: str, out: Store, part_max_rows: int,
 
 
 def _write_parts(table: pa.Table, out: Store, folder: str, key: str, kind: str,
-                 max_rows: int, max_bytes: int) -> int:
-    """The table as bounded parts named after their first source row; how many."""
+                 max_rows: int, max_bytes: int) -> list[str]:
+    """The table as bounded parts named after their first source row; their names."""
     per_part = _rows_per_part(table, max_rows, max_bytes)
+    names = []
     for start in range(0, table.num_rows, per_part):
         part = table.slice(start, per_part)
-        name = part_name(key, part.column("source_row")[0].as_py(), kind)
-        out.write_table(part, out.path(folder, name))
-    return -(-table.num_rows // per_part)
+        names.append(part_name(key, part.column("source_row")[0].as_py(), kind))
+        out.write_table(part, out.path(folder, names[-1]))
+    return names
 
 
 def synthetic_rows(curated: pa.Table, ratio: float) -> tuple[pa.Table, dict]:

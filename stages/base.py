@@ -24,12 +24,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Resources:
-    """What one worker of a stage asks of Ray."""
+    """What one worker of a stage asks of Ray.
 
-    num_cpus: float = 1.0
+    None means "let the engine decide": num_cpus None is one core per worker, shared
+    out so that the workers fill the cluster; concurrency None is a pool that grows to
+    the cluster's free CPUs; memory None is the stage's own estimate (bytes)."""
+
+    num_cpus: float | None = None
     num_gpus: float = 0.0
-    concurrency: int = 1  # actors in the pool (stages that hold a model)
+    concurrency: int | None = None
     batch_size: int = 512
+    memory: int | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> "Resources":
@@ -37,10 +42,22 @@ class Resources:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown resource keys {sorted(unknown)}; known: {sorted(known)}")
-        res = cls(**values)
-        if res.num_cpus < 0 or res.num_gpus < 0 or res.concurrency < 1 or res.batch_size < 1:
-            raise ValueError(f"resources out of range: {res}")
+        values = {k: None if v == "auto" else v for k, v in values.items()}
+        try:
+            res = cls(**values)
+            bad = ((res.num_cpus is not None and res.num_cpus < 0) or res.num_gpus < 0
+                   or (res.concurrency is not None and res.concurrency < 1)
+                   or res.batch_size < 1 or (res.memory is not None and res.memory < 1))
+        except TypeError:
+            bad = True
+        if bad:
+            raise ValueError(f"resources out of range: {values} (num_cpus >= 0, num_gpus >= 0, "
+                             "concurrency >= 1 or auto, batch_size >= 1, memory in bytes)")
         return res
+
+    @property
+    def auto_pool(self) -> bool:
+        return self.concurrency is None
 
 
 MAX_BATCH_ATTEMPTS = 3
@@ -61,7 +78,11 @@ class Stage:
     # True: the stage sees only rows that still pass the config's filters on the
     # columns earlier stages added (for costly stages whose work on a dropped row
     # would be thrown away, such as WRAP); the others get the stage's columns as nulls.
-    kept_only: ClassVar[bool] = False
+    # A config may override it per stage (`kept_only: true|false`).
+    kept_only: bool = False
+    # False for stages that hold an LLM: they keep an operator of their own, so that a
+    # pool of cheap CPU workers does not load the LLM into every worker.
+    fusable: bool = True
     default_resources: ClassVar[Resources] = Resources()
 
     def __init__(self, resources: Resources | None = None):
@@ -91,6 +112,11 @@ class Stage:
         """The files this stage's scores depend on: saved calibration is reused only
         while they are unchanged."""
         return []
+
+    def memory_estimate(self) -> int:
+        """Bytes a worker holds for this stage's models: their files' sizes, with room
+        for what loading adds. Stages whose models grow when loaded say so."""
+        return int(sum(f.stat().st_size for f in self.model_files() if f.exists()) * 1.25)
 
     def describe(self) -> dict:
         """What the run manifest records about this stage: models, thresholds, sources."""

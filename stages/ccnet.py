@@ -23,7 +23,7 @@ Cutoffs = dict[str, tuple[float, float]]  # lang -> (head cut-off, tail cut-off)
 class CCNetPerplexity(Stage):
     name = "ccnet"
     columns = {"ccnet_ppl": pa.float32(), "ccnet_bucket": pa.string()}
-    default_resources = Resources(num_cpus=0.5, concurrency=1, batch_size=256)
+    default_resources = Resources(batch_size=256)
     calibration_columns = ("lang", "ccnet_ppl")
 
     def __init__(self, lm_dir: str = "ccnet-default", cutoffs: str | dict | None = None,

@@ -55,7 +55,7 @@ class DataManRating(Stage):
                "dataman_source": pa.string(), "dataman_status": pa.string(),
                "dataman_raw": pa.string(), "dataman_metric": pa.float32(),
                "dataman_selected": pa.bool_()}
-    default_resources = Resources(num_cpus=0.5, concurrency=1, batch_size=256)
+    default_resources = Resources(batch_size=256)
     calibration_columns = ("id", "text") + tuple(columns)
 
     def __init__(self, mode: str = "student", teacher: dict | None = None,
@@ -66,6 +66,10 @@ class DataManRating(Stage):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
+        # The teacher on every row is an LLM: its own operator, and only rows still kept
+        # (a config may say otherwise). The student is as cheap as fastText.
+        self.fusable = mode == "student"
+        self.kept_only = mode == "teacher"
         self.teacher = _teacher_spec(teacher)
         self.teacher_sample = int(teacher_sample)
         self.student_dir = None if student == "auto" else Path(student).expanduser()
@@ -156,6 +160,15 @@ class DataManRating(Stage):
         files = [p for p in [self.student_dir, self.annotations_path] if p]
         model = Path(str(self.teacher.get("model", "")))
         return files + ([model] if model.exists() else [])
+
+    def memory_estimate(self) -> int:
+        if self.mode == "teacher":
+            from thresher.models.llm import engine_memory_estimate
+
+            return engine_memory_estimate(self.teacher)
+        if self.student_dir is None:  # trained at calibration: 15 small fastText models
+            return 64 << 20
+        return int(sum(f.stat().st_size for f in self.student_dir.glob("*.bin")) * 1.25)
 
     def describe(self) -> dict:
         info = {"mode": self.mode, "teacher": self.teacher, "teacher_sample": self.teacher_sample,

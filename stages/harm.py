@@ -32,7 +32,7 @@ RULES = ("ppl", "xent")
 class HarmfulPerplexity(Stage):
     name = "harm"
     columns = {"harm_ppl": pa.float32(), "harm_xent": pa.float32(), "harm_flag": pa.bool_()}
-    default_resources = Resources(num_cpus=0.25, concurrency=1, batch_size=256)
+    default_resources = Resources(batch_size=256)
     calibration_columns = ("lang", "harm_ppl", "harm_xent")
 
     def __init__(self, models: str | dict = "harm-default", rule: str = "ppl",

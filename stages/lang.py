@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 
 from thresher.models.langid import FastTextLID
@@ -12,13 +14,16 @@ from thresher.stages.base import Resources, Stage
 class LanguageID(Stage):
     name = "lang"
     columns = {"lang": pa.string(), "lang_score": pa.float32()}
-    default_resources = Resources(num_cpus=0.5, concurrency=1, batch_size=512)
+    default_resources = Resources(batch_size=512)
 
     def __init__(self, model: str = "lid176", resources: Resources | None = None):
         super().__init__(resources)
         # Resolved on the driver so that a missing file fails the config, not a worker.
         self.model_path = resolve(model)
         self._lid: FastTextLID | None = None
+
+    def model_files(self) -> list[Path]:
+        return [Path(self.model_path)]
 
     def setup(self) -> None:
         self._lid = FastTextLID(self.model_path)

@@ -41,6 +41,7 @@ REPHRASING = pa.struct([("style", pa.string()), ("text", pa.string()), ("model",
 class WrapRephrase(Stage):
     name = "wrap"
     kept_only = True  # paraphrase what is still kept: the rest would be thrown away
+    fusable = False  # an LLM: its own operator, not one copy in every CPU worker
     columns = {"wrap_rephrasings": pa.list_(REPHRASING), "wrap_guard_drops": pa.list_(pa.string())}
     default_resources = Resources(num_cpus=1, concurrency=1, batch_size=16)
 
@@ -92,6 +93,11 @@ class WrapRephrase(Stage):
     def model_files(self) -> list[Path]:
         model = Path(str(self.engine_spec.get("model", "")))
         return [model] if model.exists() else []
+
+    def memory_estimate(self) -> int:
+        from thresher.models.llm import engine_memory_estimate
+
+        return engine_memory_estimate(self.engine_spec)
 
     def setup(self) -> None:
         from thresher.models.llm import load_engine

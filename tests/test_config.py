@@ -15,11 +15,11 @@ def test_default_config_runs_every_built_stage():
     assert [str(r) for r in config.filters] == [
         "lang_score >= 0.5", "ccnet_bucket != tail", "harm_flag != true",
         "dataman_selected != false"]
-    # All actors, a read task and a write task fit on 2 cores at once.
-    from thresher.pipeline.dag import READ_CPUS, SETTLE_CPUS
+    # Its smallest pools fit on 2 cores at once, and its pools fill them.
+    from thresher.pipeline.dag import plan_segments
 
-    actors = sum(s.resources.num_cpus * s.resources.concurrency for s in config.stages)
-    assert actors + READ_CPUS + SETTLE_CPUS <= 2
+    segments = plan_segments(config, {"CPU": 2.0}, units=8)
+    assert sum(s.num_cpus * (s.concurrency or s.pool[1]) for s in segments) == 2
 
 
 @pytest.mark.parametrize("text, message", [

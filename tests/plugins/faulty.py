@@ -65,3 +65,19 @@ class Slow(Stage):
         if any(self.marker in t for t in batch.column("text").to_pylist()):
             time.sleep(self.seconds)
         return batch.append_column("slow_ok", pa.array([True] * batch.num_rows))
+
+
+class RecordPid(Stage):
+    """Records the process that scored each row: shows which stages share a worker."""
+
+    name = "pid"
+    columns = {"pid": pa.int64()}
+
+    def __call__(self, batch):
+        column = next(iter(self.columns))
+        return batch.append_column(column, pa.array([os.getpid()] * batch.num_rows, pa.int64()))
+
+
+class RecordPidAgain(RecordPid):
+    name = "pid2"
+    columns = {"pid2": pa.int64()}

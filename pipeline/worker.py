@@ -1,0 +1,82 @@
+"""One worker of a segment (dag.py): the models of its stages, loaded once, and a
+batch passed through them in this process.
+
+The first segment's workers also read their shards, and the last segment's also
+decide and write, so that where the whole pipeline is one segment a worker takes a
+shard path and gives back that shard's tallies. Each stage still runs through
+apply_stage: its own row isolation on errors, its own timing column.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from typing import Iterator
+
+import pyarrow as pa
+
+from thresher.pipeline.apply import apply_stage
+from thresher.pipeline.read import read_unit
+from thresher.pipeline.write import settle
+
+
+def worker_name() -> str:
+    """<node id>/<pid>: which node and process did the work, for the manifest."""
+    import ray
+
+    return f"{ray.get_runtime_context().get_node_id()}/{os.getpid()}"
+
+
+class SegmentWorker:
+    """A Ray Data callable class (one per actor)."""
+
+    def __init__(self, specs, rules: tuple, read: dict | None, settle_args: dict | None):
+        self.stages = []
+        for spec in specs:
+            stage = spec.build()
+            stage.setup()
+            self.stages.append((stage, spec.resources.batch_size))
+        self.rules = rules
+        self.read = read
+        self.settle = settle_args
+        self.name = worker_name()
+
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        if self.read is None:
+            yield self._finish(self.score(batch))
+            return
+        for unit in batch.to_pylist():
+            tallies = []
+            for table in read_unit(unit, **self.read):
+                table = table.append_column("_worker", pa.array([self.name] * table.num_rows,
+                                                                pa.string()))
+                done = self._finish(self.score(table))
+                if self.settle is None:
+                    yield done
+                else:
+                    tallies.append(done)
+            if tallies:
+                # One output per shard, after all its parts are written: a worker that
+                # dies mid-shard has given nothing back, and the retry rewrites the
+                # same part names.
+                yield pa.concat_tables(tallies)
+
+    def score(self, table: pa.Table) -> pa.Table:
+        if "_worker" not in table.column_names:
+            table = table.append_column("_worker", pa.array([self.name] * table.num_rows,
+                                                            pa.string()))
+        for stage, batch_size in self.stages:
+            if table.num_rows <= batch_size:
+                table = apply_stage(stage, table, self.rules)
+                continue
+            parts = [apply_stage(stage, table.slice(i, batch_size), self.rules)
+                     for i in range(0, table.num_rows, batch_size)]
+            table = pa.concat_tables(parts, promote_options="permissive")
+        return table
+
+    def _finish(self, table: pa.Table) -> pa.Table:
+        if self.settle is None:
+            return table
+        tally = settle(table, **self.settle)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return tally.append_column("peak_rss", pa.array([peak] * tally.num_rows, pa.int64()))
