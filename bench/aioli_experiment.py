@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from thresher.pipeline.config import MixtureOptions  # noqa: E402
-from thresher.pipeline.mixture import estimate  # noqa: E402
+from thresher.pipeline.engine.config import MixtureOptions  # noqa: E402
+from thresher.pipeline.steps.mixture import estimate  # noqa: E402
 
 
 def main() -> None:

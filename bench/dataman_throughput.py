@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.peers import bare_generate  # noqa: E402
 from thresher.models.dataman import RATINGS, rate  # noqa: E402
 from thresher.models.dataman_student import DataManStudent, student_text, train_student  # noqa: E402
-from thresher.pipeline.apply import apply_stage  # noqa: E402
+from thresher.pipeline.engine.apply import apply_stage  # noqa: E402
 from thresher.stages.dataman import DataManRating  # noqa: E402
 
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.gpu_llm_check import build_tiny_model  # noqa: E402
 from thresher.models.llm import Sampling  # noqa: E402
 from thresher.models.wrap import build_request, chunk_text  # noqa: E402
-from thresher.pipeline.apply import apply_stage  # noqa: E402
+from thresher.pipeline.engine.apply import apply_stage  # noqa: E402
 from thresher.stages.wrap import WrapRephrase  # noqa: E402
 
 

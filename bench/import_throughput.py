@@ -57,7 +57,7 @@ def build_warcs(folder: Path, pages: int, files: int) -> int:
 
 
 def run_thresher(warcs: str, out: str, workers: int) -> dict:
-    from thresher.pipeline.importers import import_files
+    from thresher.pipeline.io.importers import import_files
 
     start = time.perf_counter()
     summary = import_files("warc", [warcs], out, workers=workers, extract_timeout=5.0)

@@ -33,7 +33,7 @@ def plain(inputs: list[str]) -> dict:
 
     from thresher.models.langid import FastTextLID
     from thresher.models.registry import resolve
-    from thresher.pipeline.shards import expand_inputs
+    from thresher.pipeline.engine.shards import expand_inputs
 
     start = time.perf_counter()
     lid = FastTextLID(resolve("lid176"))
@@ -55,10 +55,10 @@ def thresher(inputs: list[str], num_cpus: int) -> dict:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from thresher.pipeline import dag
-    from thresher.pipeline.config import parse_config
-    from thresher.pipeline.run import curate
-    from thresher.pipeline.shards import expand_inputs
+    from thresher.pipeline.engine import dag
+    from thresher.pipeline.engine.config import parse_config
+    from thresher.pipeline.engine.run import curate
+    from thresher.pipeline.engine.shards import expand_inputs
 
     nbytes = sum(pc.sum(pc.binary_length(pq.read_table(p, columns=["text"]).column(0))).as_py()
                  or 0 for p in expand_inputs(inputs))

@@ -42,3 +42,48 @@ def bare_generate(tokenizer, model, prompts: list[str], max_new_tokens: int,
                                  pad_token_id=tokenizer.pad_token_id, **options)
         tokens += int((out[:, enc["input_ids"].shape[1]:] != tokenizer.pad_token_id).sum())
     return tokens, time.perf_counter() - started
+
+
+def datatrove_lid176(language_filter):
+    """datatrove's LanguageFilter on the local lid.176.ftz: its model property would
+    download lid.176.bin from the web unless the model is filled in."""
+    from fasttext.FastText import _FastText
+
+    from thresher.models.registry import resolve
+
+    language_filter.model._model = _FastText(str(resolve("lid176")))
+    return language_filter
+
+
+def _ccnet_tail_filter():
+    from datatrove.pipeline.filters.base_filter import BaseFilter
+
+    class DatatroveCCNetTail(BaseFilter):
+        """datatrove's KenlmModel on a local cc_net lm_dir, dropping a language's tail
+        (perplexity at or above its cut-off); languages without a model pass."""
+
+        name = "ccnet tail (KenlmModel)"
+
+        def __init__(self, lm_dir: str, cutoffs: dict):
+            super().__init__()
+            self.lm_dir, self.cutoffs = str(lm_dir), cutoffs
+            self._models = None
+
+        def filter(self, doc) -> bool:
+            if self._models is None:  # in the worker, not pickled with the pipeline
+                from thresher.models.kenlm_lm import lm_dir_languages
+
+                self._models = {lang: datatrove_kenlm(self.lm_dir, lang)
+                                for lang in lm_dir_languages(Path(self.lm_dir))}
+            lang = doc.metadata.get("language")
+            if lang not in self._models or lang not in self.cutoffs:
+                return True
+            return self._models[lang].get_perplexity(doc.text) < self.cutoffs[lang][1]
+
+    return DatatroveCCNetTail
+
+
+def __getattr__(name):
+    if name == "DatatroveCCNetTail":  # built on first use: datatrove is a bench-only import
+        return _ccnet_tail_filter()
+    raise AttributeError(name)

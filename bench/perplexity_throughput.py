@@ -29,7 +29,7 @@ from bench.peers import datatrove_kenlm  # noqa: E402
 from thresher.models.kenlm_lm import lm_dir_languages  # noqa: E402
 from thresher.models.langid import FastTextLID  # noqa: E402
 from thresher.models.registry import resolve, resolve_dir  # noqa: E402
-from thresher.pipeline.apply import apply_stage  # noqa: E402
+from thresher.pipeline.engine.apply import apply_stage  # noqa: E402
 from thresher.stages.ccnet import CCNetPerplexity  # noqa: E402
 from thresher.stages.harm import HarmfulPerplexity  # noqa: E402
 

@@ -26,7 +26,7 @@ from bench.peers import bare_generate  # noqa: E402
 from thresher.models.langid import FastTextLID  # noqa: E402
 from thresher.models.registry import resolve  # noqa: E402
 from thresher.models.wrap import build_request, chunk_text  # noqa: E402
-from thresher.pipeline.apply import apply_stage  # noqa: E402
+from thresher.pipeline.engine.apply import apply_stage  # noqa: E402
 from thresher.stages.wrap import WrapRephrase  # noqa: E402
 
 

@@ -88,7 +88,7 @@ class Stage:
     def __init__(self, resources: Resources | None = None):
         self.resources = resources or self.default_resources
 
-    # Calibration (see pipeline/calibrate.py): a stage that needs values estimated
+    # Calibration (see pipeline/steps/calibrate.py): a stage that needs values estimated
     # from the data sets needs_calibration, names the columns it needs from a sample
     # in calibration_columns, and turns that sample into parameters in calibrate().
     # It may keep files (a trained model) in workdir and name them in its values.

@@ -51,7 +51,7 @@ def lang_only_config(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One in-process Ray for the whole session, as the embedded default uses."""
-    from thresher.pipeline import dag
+    from thresher.pipeline.engine import dag
 
     dag.connect(num_cpus=2)
     yield

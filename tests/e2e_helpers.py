@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from thresher.pipeline import storage
-from thresher.pipeline.storage import Store
-from thresher.pipeline.write import is_synthetic_part
+from thresher.pipeline.io import storage
+from thresher.pipeline.io.storage import Store
+from thresher.pipeline.engine.write import is_synthetic_part
 
 
 def output_rows(out: Path | str) -> dict[str, Counter]:

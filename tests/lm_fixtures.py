@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from thresher.pipeline import demo_crawl
+from thresher.pipeline.io import demo_crawl
 from thresher.models.train_lm import train_lm
 
 

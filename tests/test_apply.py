@@ -2,7 +2,7 @@ import pyarrow as pa
 import pytest
 
 from faulty import RaiseOnMarker
-from thresher.pipeline.apply import apply_stage
+from thresher.pipeline.engine.apply import apply_stage
 from thresher.stages.base import Stage
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from thresher.pipeline.config import ConfigError, load_config
+from thresher.pipeline.engine.config import ConfigError, load_config
 
 
 def write(tmp_path, text):
@@ -16,7 +16,7 @@ def test_default_config_runs_every_built_stage():
         "lang_score >= 0.5", "ccnet_bucket != tail", "harm_flag != true",
         "dataman_selected != false"]
     # Its smallest pools fit on 2 cores at once, and its pools fill them.
-    from thresher.pipeline.dag import plan_segments
+    from thresher.pipeline.engine.dag import plan_segments
 
     segments = plan_segments(config, {"CPU": 2.0}, units=8)
     assert sum(s.num_cpus * (s.concurrency or s.pool[1]) for s in segments) == 2

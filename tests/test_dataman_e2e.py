@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 
 from conftest import write_shard
 from e2e_helpers import assert_each_row_once
-from thresher.pipeline.config import load_config
-from thresher.pipeline.run import curate
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.run import curate
 
 TOPICS = [
     "The patient was given a low dose of aspirin after the heart attack, and the doctor "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from thresher.pipeline.cli import _parser
+from thresher.pipeline.tools.cli import _parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -10,15 +10,15 @@ import pytest
 
 from conftest import LANG_ONLY, SENTENCES, good_rows, write_shard
 from e2e_helpers import assert_each_row_once, output_rows
-from thresher.pipeline.config import load_config
-from thresher.pipeline.ledger import Ledger
-from thresher.pipeline.run import curate
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.ledger import Ledger
+from thresher.pipeline.engine.run import curate
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
 def run(inputs, out, config=None):
-    from thresher.pipeline.config import parse_config
+    from thresher.pipeline.engine.config import parse_config
     import yaml
 
     config = config or parse_config(yaml.safe_load(LANG_ONLY), "lang-only test config")
@@ -128,7 +128,7 @@ def test_a_killed_worker_is_replaced_and_every_row_lands_once(tmp_path):
 
 
 def test_plan_says_what_a_run_would_do_and_writes_nothing(tmp_path, capsys):
-    from thresher.pipeline.cli import main
+    from thresher.pipeline.tools.cli import main
 
     crawl, out = tmp_path / "crawl", tmp_path / "out"
     write_shard(crawl / "a.parquet", good_rows(30, "a"))

@@ -15,10 +15,10 @@ import pytest
 
 from conftest import good_rows, write_shard
 from e2e_helpers import assert_each_row_once
-from thresher.pipeline.config import load_config
-from thresher.pipeline.dag import WORKER_BASE_MEMORY, plan_segments
-from thresher.pipeline.local_cluster import free_port, start_head, start_node, stop_head
-from thresher.pipeline.run import curate
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.dag import WORKER_BASE_MEMORY, plan_segments
+from thresher.pipeline.tools.local_cluster import free_port, start_head, start_node, stop_head
+from thresher.pipeline.engine.run import curate
 
 THRESHER = str(Path(sys.executable).with_name("thresher"))
 PIDS = "stages:\n  - stage: 'faulty:RecordPid'\n  - stage: 'faulty:RecordPidAgain'\n"
@@ -116,7 +116,7 @@ def test_a_batch_passes_through_fused_stages_in_one_worker_process(tmp_path):
 def test_a_pool_grows_onto_a_node_that_joins_and_survives_losing_it(tmp_path):
     """A head with one CPU runs a curation; a second node joins mid-run and the pool
     grows onto it; then that node is killed, and every row still ends exactly once."""
-    from thresher.pipeline.local_cluster import client_env
+    from thresher.pipeline.tools.local_cluster import client_env
 
     cluster = tmp_path / "cluster"
     start_head(cluster, port=free_port(), num_cpus=1)  # the tests' PYTHONPATH reaches workers

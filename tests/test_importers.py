@@ -15,9 +15,9 @@ from e2e_helpers import assert_each_row_once
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from thresher.pipeline.config import load_config
-from thresher.pipeline.importers import import_files
-from thresher.pipeline.run import curate
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.io.importers import import_files
+from thresher.pipeline.engine.run import curate
 
 THRESHER = str(Path(sys.executable).with_name("thresher"))
 

@@ -12,10 +12,10 @@ import pytest
 
 from conftest import good_rows, write_shard
 from e2e_helpers import assert_each_row_once
-from thresher.pipeline.ledger import Ledger
-from thresher.pipeline.local_cluster import _ours, client_env, free_port
-from thresher.pipeline.config import load_config
-from thresher.pipeline.run import curate
+from thresher.pipeline.engine.ledger import Ledger
+from thresher.pipeline.tools.local_cluster import _ours, client_env, free_port
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.run import curate
 
 THRESHER = str(Path(sys.executable).with_name("thresher"))
 

@@ -80,7 +80,7 @@ def llm_server():
 
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-c", "from thresher.pipeline.cli import main; raise SystemExit(main())",
+        [sys.executable, "-c", "from thresher.pipeline.tools.cli import main; raise SystemExit(main())",
          "models", "serve-llm", "--model", "smollm2-135m-instruct", "--port", str(port),
          "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 180

@@ -9,7 +9,7 @@ import sys
 import pyarrow as pa
 import pytest
 
-from thresher.pipeline.apply import apply_stage
+from thresher.pipeline.engine.apply import apply_stage
 from thresher.stages import base
 from thresher.stages.base import BatchFailure, Stage
 

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from thresher.pipeline.config import ConfigError, MixtureOptions, parse_config
-from thresher.pipeline.mixture import run_mixture
+from thresher.pipeline.engine.config import ConfigError, MixtureOptions, parse_config
+from thresher.pipeline.steps.mixture import run_mixture
 
 WORDS = {"en": "the river city bridge water boat people street market old".split(),
          "de": "der fluss stadt brücke wasser boot leute straße markt alt".split(),
@@ -101,8 +101,8 @@ def test_mixture_config_errors():
 
 def test_curate_runs_the_mixture_step_and_reports_it(tmp_path, ray_cluster):
     from conftest import write_shard
-    from thresher.pipeline.config import load_config
-    from thresher.pipeline.run import curate
+    from thresher.pipeline.engine.config import load_config
+    from thresher.pipeline.engine.run import curate
 
     rng = random.Random(1)
     rows = [{"id": f"{lang}{i}", "text": " ".join(rng.choice(words) for _ in range(40))}

@@ -2,7 +2,7 @@
 
 import json
 
-from thresher.pipeline.cli import main
+from thresher.pipeline.tools.cli import main
 from thresher.stages.harm import HarmfulPerplexity
 
 

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from conftest import SENTENCES, write_shard
-from thresher.pipeline.config import ConfigError, load_config
-from thresher.pipeline.run import curate
+from thresher.pipeline.engine.config import ConfigError, load_config
+from thresher.pipeline.engine.run import curate
 from thresher.stages.ccnet import CCNetPerplexity
 from thresher.stages.harm import HarmfulPerplexity
 
@@ -126,7 +126,7 @@ def test_a_50_mb_document_gets_a_defined_score(tiny_lm_dir):
 
 @pytest.mark.usefixtures("ray_cluster")
 def test_harm_without_tau_or_a_valley_is_a_clear_calibration_error(tmp_path, tiny_lm_dir):
-    from thresher.pipeline.calibrate import CalibrationError
+    from thresher.pipeline.steps.calibrate import CalibrationError
 
     folder = harm_dir(tmp_path, tiny_lm_dir)  # no tau card, no tau in the config
     write_shard(tmp_path / "crawl" / "a.parquet", [{"id": f"d{i}", "text": WIKI_LIKE}

@@ -2,7 +2,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conftest import good_rows, write_shard
-from thresher.pipeline.read import content_id, read_shard
+from thresher.pipeline.engine.read import content_id, read_shard
 
 
 def read_all(path, **kw):

@@ -13,9 +13,9 @@ import pytest
 from conftest import good_rows, write_shard
 from e2e_helpers import assert_each_row_once, output_rows
 
-from thresher.pipeline import storage
-from thresher.pipeline.shards import InputError, expand_inputs
-from thresher.pipeline.storage import Store
+from thresher.pipeline.io import storage
+from thresher.pipeline.engine.shards import InputError, expand_inputs
+from thresher.pipeline.io.storage import Store
 
 THRESHER = str(Path(sys.executable).with_name("thresher"))
 

@@ -1,7 +1,7 @@
 import pyarrow as pa
 import pytest
 
-from thresher.pipeline.rules import Rule
+from thresher.pipeline.engine.rules import Rule
 
 
 def test_parse_and_reason_is_the_negation():

@@ -2,7 +2,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import good_rows, write_shard
-from thresher.pipeline.shards import InputError, expand_inputs, inspect_shard
+from thresher.pipeline.engine.shards import InputError, expand_inputs, inspect_shard
 
 
 def test_expand_files_dirs_and_globs(tmp_path):

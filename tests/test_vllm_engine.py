@@ -35,7 +35,7 @@ def test_wrap_stage_runs_on_vllm(tmp_path):
     import pyarrow as pa
 
     from bench.gpu_llm_check import build_tiny_model
-    from thresher.pipeline.apply import apply_stage
+    from thresher.pipeline.engine.apply import apply_stage
     from thresher.stages.wrap import WrapRephrase
 
     build_tiny_model(tmp_path)

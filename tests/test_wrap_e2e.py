@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 
 from conftest import SENTENCES, write_shard
 from e2e_helpers import assert_each_row_once
-from thresher.pipeline.config import load_config
-from thresher.pipeline.run import curate
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.run import curate
 
 ENGLISH = [
     "The river Thames flows through London. It is the longest river entirely in England. "

@@ -3,8 +3,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from thresher.pipeline.rules import Rule
-from thresher.pipeline.write import decide, settle
+from thresher.pipeline.engine.rules import Rule
+from thresher.pipeline.engine.write import decide, settle
 
 
 def scored(rows):

@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from thresher.pipeline.storage import Store  # noqa: E402
-from thresher.pipeline.write import is_synthetic_part, part_shard_key  # noqa: E402
+from thresher.pipeline.io.storage import Store  # noqa: E402
+from thresher.pipeline.engine.write import is_synthetic_part, part_shard_key  # noqa: E402
 
 SAMPLE_ROWS = 200_000
 _NOT_SCORES = {"source_row", "rows"}

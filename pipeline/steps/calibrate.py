@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from thresher.pipeline.config import Config
-from thresher.pipeline.read import sample_hash
-from thresher.pipeline.shards import Shard
-from thresher.pipeline.storage import write_text
+from thresher.pipeline.engine.config import Config
+from thresher.pipeline.engine.read import sample_hash
+from thresher.pipeline.engine.shards import Shard
+from thresher.pipeline.io.storage import write_text
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tu
 def _sample(config: Config, shards: list[Shard], stages, last: int) -> pa.Table:
     """The calibration columns of a sample drawn across shards and row groups, scored
     by the stages up to the last one that calibrates (the later ones are not needed)."""
-    from thresher.pipeline import dag
+    from thresher.pipeline.engine import dag
 
     wanted = max(getattr(s, "calibration_rows", 5000) for s in stages)
     columns = sorted({c for s in stages for c in s.calibration_columns})

@@ -9,10 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-from thresher.pipeline.config import ConfigError, default_config_text, load_config
-from thresher.pipeline.ledger import Ledger
-from thresher.pipeline.shards import InputError
-from thresher.pipeline.storage import Store
+from thresher.pipeline.engine.config import ConfigError, default_config_text, load_config
+from thresher.pipeline.engine.ledger import Ledger
+from thresher.pipeline.engine.shards import InputError
+from thresher.pipeline.io.storage import Store
 
 log = logging.getLogger("thresher")
 
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as err:
-        from thresher.pipeline.calibrate import CalibrationError
-        from thresher.pipeline.run import RunError
+        from thresher.pipeline.steps.calibrate import CalibrationError
+        from thresher.pipeline.engine.run import RunError
 
         if isinstance(err, CalibrationError):
             print(f"thresher: error: {err}", file=sys.stderr)
@@ -173,7 +173,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _curate(args) -> int:
-    from thresher.pipeline.run import curate
+    from thresher.pipeline.engine.run import curate
 
     config = load_config(args.config)
     result = curate(args.input, args.output, config, address=args.address,
@@ -201,7 +201,7 @@ def _plan_text(plan: dict) -> str:
 def _plan(args) -> int:
     from collections import Counter
 
-    from thresher.pipeline.run import plan
+    from thresher.pipeline.engine.run import plan
 
     entries = plan(args.input, args.output, args.state)
     if args.json:
@@ -223,7 +223,7 @@ def _plan(args) -> int:
 
 
 def _import(args) -> int:
-    from thresher.pipeline.importers import import_files
+    from thresher.pipeline.io.importers import import_files
 
     summary = import_files(args.format, args.input, args.output, crawl=args.crawl,
                            part_rows=args.part_rows, workers=args.workers,
@@ -245,7 +245,7 @@ def _import(args) -> int:
 
 
 def _cluster(args) -> int:
-    from thresher.pipeline import local_cluster
+    from thresher.pipeline.tools import local_cluster
 
     try:
         return _cluster_action(args, local_cluster)
@@ -281,7 +281,7 @@ def _cluster_action(args, local_cluster) -> int:
 
 
 def _status(args) -> int:
-    from thresher.pipeline.storage import state_folder
+    from thresher.pipeline.io.storage import state_folder
 
     out = state_folder(Store.at(args.output), args.state)
     if not (out / "ledger.sqlite").exists():
@@ -421,7 +421,7 @@ def _serve_llm(args) -> int:
 
 
 def _build_defaults(args) -> int:
-    from thresher.pipeline.default_models import build_default_models
+    from thresher.pipeline.tools.default_models import build_default_models
 
     summary = build_default_models(Path(args.crawl), Path(args.out))
     print(f"thresher: default models in {args.out}: CCNet LMs for "
@@ -431,7 +431,7 @@ def _build_defaults(args) -> int:
 
 
 def _demo(args) -> int:
-    from thresher.pipeline.demo_crawl import build_demo_crawl
+    from thresher.pipeline.io.demo_crawl import build_demo_crawl
 
     paths = build_demo_crawl(Path(args.output), shards=args.shards, seed=args.seed)
     print(f"thresher: demo crawl: {len(paths)} shards in {args.output}")

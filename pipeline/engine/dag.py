@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import ray
 
-from thresher.pipeline.config import Config, ConfigError, StageSpec
-from thresher.pipeline.worker import SegmentWorker
+from thresher.pipeline.engine.config import Config, ConfigError, StageSpec
+from thresher.pipeline.engine.worker import SegmentWorker
 from thresher.stages import Resources
 
 log = logging.getLogger(__name__)
@@ -196,8 +196,8 @@ def scored(units: list[dict], config: Config, progress: bool = False):
 
 
 def _dataset(units: list[dict], config: Config, settle: dict | None, progress: bool):
-    from thresher.pipeline.read import read_units
-    from thresher.pipeline.write import settle as settle_batch
+    from thresher.pipeline.engine.read import read_units
+    from thresher.pipeline.engine.write import settle as settle_batch
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from thresher.pipeline import storage
+from thresher.pipeline.io import storage
 
 INTERNAL = ("_shard", "_count", "_error", "_pre")
 

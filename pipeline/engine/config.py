@@ -13,7 +13,7 @@ import yaml
 
 from thresher.models.registry import ModelNotFound
 from thresher.stages import Resources, Stage, stage_class
-from thresher.pipeline.rules import Rule
+from thresher.pipeline.engine.rules import Rule
 
 
 class ConfigError(ValueError):
@@ -30,7 +30,7 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class MixtureOptions:
-    """The global mixing step after a run (pipeline/mixture.py, DESIGN.md 4 `aioli`)."""
+    """The global mixing step after a run (pipeline/steps/mixture.py, DESIGN.md 4 `aioli`)."""
 
     group_by: str = "dataman_domain"
     max_groups: int = 8  # the largest groups; the rest are merged into `other`
@@ -76,7 +76,7 @@ class Config:
 
 
 def default_config_text() -> str:
-    return package_files.files("thresher.pipeline").joinpath("default.yaml").read_text()
+    return package_files.files("thresher.pipeline.engine").joinpath("default.yaml").read_text()
 
 
 def load_config(path: str | Path | None = None) -> Config:

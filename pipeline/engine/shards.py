@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from thresher.pipeline import storage
+from thresher.pipeline.io import storage
 
 TEXT_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary())
 # Hashing the tail covers a Parquet footer (schema, row groups, column statistics and

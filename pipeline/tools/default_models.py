@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from thresher.models.harm_tau import evaluate, sweep_tau
 from thresher.models.kenlm_lm import WordLM
 from thresher.models.train_lm import train_lm
-from thresher.pipeline import demo_crawl
+from thresher.pipeline.io import demo_crawl
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from thresher.pipeline import manifest as manifest_mod
-from thresher.pipeline.config import Config, load_config
-from thresher.pipeline.ledger import FINAL_STATES, Ledger
-from thresher.pipeline.shards import Shard, expand_inputs, inspect_shards, path_key
-from thresher.pipeline.storage import Store, state_folder
-from thresher.pipeline.write import OUTCOMES
+from thresher.pipeline.engine import manifest as manifest_mod
+from thresher.pipeline.engine.config import Config, load_config
+from thresher.pipeline.engine.ledger import FINAL_STATES, Ledger
+from thresher.pipeline.engine.shards import Shard, expand_inputs, inspect_shards, path_key
+from thresher.pipeline.io.storage import Store, state_folder
+from thresher.pipeline.engine.write import OUTCOMES
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,9 @@ class Tally:
         self.errors.update(json.loads(row["errors"]))
         self.stage_seconds.update(json.loads(row["stage_seconds"]))
         self.files += json.loads(row.get("files") or "[]")
-        workers = json.loads(row.get("workers") or "{}")
-        self.workers.update(workers)
-        if row.get("peak_rss"):
-            for name in workers:
-                self.peak_rss[name] = max(self.peak_rss.get(name, 0), row["peak_rss"])
+        for name, (rows, peak) in json.loads(row.get("workers") or "{}").items():
+            self.workers[name] += rows
+            self.peak_rss[name] = max(self.peak_rss.get(name, 0), peak)
         mix = json.loads(row.get("synthetic") or "{}")
         if mix:
             self.synthetic["real_tokens"] += mix["real_tokens"]
@@ -143,8 +141,8 @@ def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpu
                 readable = _settle_unreadable(run_id, store, todo, ledger, tallies)
             if readable:
                 with _phase(phases, "ray_start"):
-                    from thresher.pipeline import dag  # imports Ray: keep `status` fast
-                    from thresher.pipeline.calibrate import calibrate
+                    from thresher.pipeline.engine import dag  # imports Ray: keep `status` fast
+                    from thresher.pipeline.steps.calibrate import calibrate
 
                     dag.connect(address, num_cpus)
                 with _phase(phases, "calibration"):
@@ -270,7 +268,7 @@ def _pool_text(seg) -> str:
 
 
 def _stream(run_id, out, config, shards, ledger, tallies, progress, operators) -> None:
-    from thresher.pipeline import dag
+    from thresher.pipeline.engine import dag
 
     dataset, segments = dag.build(shards, config, out.location, progress)
     operators.extend(seg.describe() for seg in segments)
@@ -328,7 +326,7 @@ def _verify_on_disk(run_id, out: Store, tallies: dict[str, Tally], ledger: Ledge
 def _mix(out: Store, config: Config) -> dict:
     """Aioli and the training shards over everything curated so far (this run's shards
     and earlier ones), after the invariant holds."""
-    from thresher.pipeline.mixture import run_mixture
+    from thresher.pipeline.steps.mixture import run_mixture
 
     log.info("mixture: Aioli over groups of `%s`, then training shards",
              config.mixture.group_by)

@@ -10,7 +10,7 @@ from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
-from thresher.pipeline.storage import Store, write_text
+from thresher.pipeline.io.storage import Store, write_text
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def write(out: Store, state_dir: Path, run_id, state, started, config, inputs, p
     text = json.dumps(data, indent=1, default=str)
     report_path = None
     if data["totals"]["rows_in"]:
-        from thresher.pipeline import report  # matplotlib: only when there is something to plot
+        from thresher.pipeline.engine import report  # matplotlib: only when there is something to plot
 
         start = time.perf_counter()
         try:

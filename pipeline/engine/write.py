@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from thresher.pipeline.rules import Rule
-from thresher.pipeline.storage import Store
+from thresher.pipeline.engine.rules import Rule
+from thresher.pipeline.io.storage import Store
 
 OUTCOMES = ("curated", "rejected", "quarantine")
 TALLY_SCHEMA = pa.schema([
@@ -69,9 +69,8 @@ def _settle_shard(rows: pa.Table, key: str, out: Store, part_max_rows: int,
         "stage_seconds": json.dumps({c[3:]: pc.sum(rows.column(c)).as_py() or 0.0 for c in timing}),
         "parts": 0,
         "synthetic": "{}",
-        # Rows per worker (<node id>/<pid>) that read and scored them.
-        "workers": json.dumps(Counter(rows.column("_worker").to_pylist())
-                              if "_worker" in rows.column_names else {}),
+        # Per worker (<node id>/<pid>) that read and scored them: rows, peak RSS.
+        "workers": json.dumps(_per_worker(rows)),
         "files": "[]",  # the real parts written, as <outcome>/<name>: what the recount reads
     }
     synthetic = None
@@ -81,7 +80,7 @@ def _settle_shard(rows: pa.Table, key: str, out: Store, part_max_rows: int,
         rows = rows.drop_columns(["wrap_rephrasings"]).append_column(
             "synthetic", pa.array([False] * rows.num_rows))
     internal = ["_shard", "_pre", *timing,
-                *(["_worker"] if "_worker" in rows.column_names else [])]
+                *(c for c in ("_worker", "_rss") if c in rows.column_names)]
     outputs = {
         "curated": rows.filter(curated).drop_columns(internal + ["_count", "_error", "drop_reason"]),
         "rejected": rows.filter(rejected).drop_columns(internal + ["_count", "_error"]),
@@ -97,6 +96,17 @@ def _settle_shard(rows: pa.Table, key: str, out: Store, part_max_rows: int,
         _write_parts(synthetic, out, "curated", key, SYNTHETIC_PART, part_max_rows,
                      part_max_bytes)
     return tally
+
+
+def _per_worker(rows: pa.Table) -> dict:
+    if "_worker" not in rows.column_names:
+        return {}
+    found: dict = {}
+    for name, rss in zip(rows.column("_worker").to_pylist(), rows.column("_rss").to_pylist()):
+        entry = found.setdefault(name, [0, 0])
+        entry[0] += 1
+        entry[1] = max(entry[1], rss or 0)
+    return found
 
 
 def _write_parts(table: pa.Table, out: Store, folder: str, key: str, kind: str,

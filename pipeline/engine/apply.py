@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.stages import Stage
-from thresher.pipeline.rules import Rule
+from thresher.pipeline.engine.rules import Rule
 from thresher.stages.base import BatchFailure
 
 

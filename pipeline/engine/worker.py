@@ -1,7 +1,8 @@
 """One worker of a segment (dag.py): the models of its stages, loaded once, and a
 batch passed through them in this process.
 
-The first segment's workers also read their shards, and the last segment's also
+The first segment's workers also read their shards (and stamp each row with their
+name and peak RSS, for the manifest), and the last segment's also
 decide and write, so that where the whole pipeline is one segment a worker takes a
 shard path and gives back that shard's tallies. Each stage still runs through
 apply_stage: its own row isolation on errors, its own timing column.
@@ -15,9 +16,9 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from thresher.pipeline.apply import apply_stage
-from thresher.pipeline.read import read_unit
-from thresher.pipeline.write import settle
+from thresher.pipeline.engine.apply import apply_stage
+from thresher.pipeline.engine.read import read_unit
+from thresher.pipeline.engine.write import settle
 
 
 def worker_name() -> str:
@@ -48,9 +49,7 @@ class SegmentWorker:
         for unit in batch.to_pylist():
             tallies = []
             for table in read_unit(unit, **self.read):
-                table = table.append_column("_worker", pa.array([self.name] * table.num_rows,
-                                                                pa.string()))
-                done = self._finish(self.score(table))
+                done = self._finish(self._stamp(self.score(table)))
                 if self.settle is None:
                     yield done
                 else:
@@ -62,9 +61,6 @@ class SegmentWorker:
                 yield pa.concat_tables(tallies)
 
     def score(self, table: pa.Table) -> pa.Table:
-        if "_worker" not in table.column_names:
-            table = table.append_column("_worker", pa.array([self.name] * table.num_rows,
-                                                            pa.string()))
         for stage, batch_size in self.stages:
             if table.num_rows <= batch_size:
                 table = apply_stage(stage, table, self.rules)
@@ -74,9 +70,11 @@ class SegmentWorker:
             table = pa.concat_tables(parts, promote_options="permissive")
         return table
 
-    def _finish(self, table: pa.Table) -> pa.Table:
-        if self.settle is None:
-            return table
-        tally = settle(table, **self.settle)
+    def _stamp(self, table: pa.Table) -> pa.Table:
+        """Which worker read and scored these rows, and its peak RSS so far (bytes)."""
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return tally.append_column("peak_rss", pa.array([peak] * tally.num_rows, pa.int64()))
+        return (table.append_column("_worker", pa.array([self.name] * table.num_rows, pa.string()))
+                .append_column("_rss", pa.array([peak] * table.num_rows, pa.int64())))
+
+    def _finish(self, table: pa.Table) -> pa.Table:
+        return table if self.settle is None else settle(table, **self.settle)

@@ -34,9 +34,9 @@ import pyarrow.dataset as ds
 
 from thresher.models.aioli import AioliSettings, run_aioli, run_fixed
 from thresher.models.proxy_lm import ProxySettings, ProxyTrainer
-from thresher.pipeline.config import MixtureOptions
-from thresher.pipeline.storage import Store
-from thresher.pipeline.write import is_synthetic_part
+from thresher.pipeline.engine.config import MixtureOptions
+from thresher.pipeline.io.storage import Store
+from thresher.pipeline.engine.write import is_synthetic_part
 
 log = logging.getLogger(__name__)
 OTHER = "other"

@@ -33,9 +33,9 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from thresher.pipeline import storage
-from thresher.pipeline.shards import InputError, expand_inputs
-from thresher.pipeline.storage import Store, state_folder
+from thresher.pipeline.io import storage
+from thresher.pipeline.engine.shards import InputError, expand_inputs
+from thresher.pipeline.io.storage import Store, state_folder
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _on_ray(fmt, todo, args, address):
     bounded number in flight so a crawl of 100k files is not 100k queued tasks."""
     import ray
 
-    from thresher.pipeline import dag
+    from thresher.pipeline.engine import dag
 
     dag.connect(address)
     task = ray.remote(num_cpus=1, max_retries=3)(import_file)
