@@ -111,6 +111,7 @@ bench: setup
 	$(BIN)/python bench/perplexity_throughput.py --input $(CRAWL)
 	$(BIN)/python bench/dataman_throughput.py --input $(CRAWL)
 	$(BIN)/python bench/import_throughput.py
+	$(BIN)/python bench/engine_scaling.py --input $(CRAWL)
 
 clean:
 	rm -rf $(STAMPS) out build *.egg-info

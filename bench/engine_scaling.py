@@ -71,9 +71,9 @@ def run_thresher(crawl: str, out: str, lm_dir: str, cpus: int) -> dict:
     config = Path(out + ".yaml")
     config.write_text(CONFIG.format(lm_dir=lm_dir))
     start = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).with_name("thresher")), "curate", "-i", crawl,
-                    "-o", out, "-c", str(config), "--no-progress", "--num-cpus", str(cpus),
-                    "--log-level", "WARNING"], check=True)
+    subprocess.run([str(Path(sys.executable).with_name("thresher")), "--log-level", "WARNING",
+                    "curate", "-i", crawl, "-o", out, "-c", str(config), "--no-progress",
+                    "--num-cpus", str(cpus)], check=True)
     seconds = time.perf_counter() - start
     manifest = json.loads(next(Path(out).glob("runs/*/manifest.json")).read_text())
     return {"docs": manifest["totals"]["rows_in"], "seconds": seconds,
@@ -86,6 +86,7 @@ def _kernel_worker(args) -> tuple[int, int]:
 
     from thresher.models.kenlm_lm import CCNetLM, lm_dir_languages
     from thresher.models.langid import FastTextLID
+    from thresher.models.normalize import normalize
     from thresher.models.registry import resolve
 
     lid = FastTextLID(resolve("lid176"))
@@ -96,10 +97,15 @@ def _kernel_worker(args) -> tuple[int, int]:
     for path in paths:
         texts = [t or "" for t in pq.read_table(path, columns=["text"]).column(0).to_pylist()]
         langs, scores = lid.predict(texts)
+        by_lang: dict[str, list[str]] = {}
         for text, lang, score in zip(texts, langs, scores):
             if score >= 0.5 and lang in models:
-                models[lang].perplexity(text)
+                by_lang.setdefault(lang, []).append(text)
             kept += score >= 0.5
+        for lang, group in by_lang.items():  # cc_net normalize, SentencePiece, KenLM
+            model = models[lang]
+            for pieces in model.sp.Encode([normalize(t) for t in group], out_type=str):
+                model.lm.score(" ".join(pieces), bos=True, eos=True)
         docs += len(texts)
     return docs, kept
 
@@ -118,7 +124,6 @@ def run_kernels(crawl: str, lm_dir: str, cpus: int) -> dict:
 
 def run_datatrove(crawl: str, out: str, lm_dir: str, cpus: int, cutoffs: dict) -> dict:
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.filters import LanguageFilter
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
 
@@ -128,7 +133,7 @@ def run_datatrove(crawl: str, out: str, lm_dir: str, cpus: int, cutoffs: dict) -
     start = time.perf_counter()
     executor = LocalPipelineExecutor(
         pipeline=[ParquetReader(crawl, glob_pattern="*.parquet", text_key="text", id_key="id"),
-                  datatrove_lid176(LanguageFilter(language_threshold=0.5)),
+                  datatrove_lid176(0.5),
                   DatatroveCCNetTail(lm_dir, cutoffs),
                   ParquetWriter(out)],
         tasks=shards, workers=cpus, logging_dir=out + "-logs")

@@ -44,15 +44,23 @@ def bare_generate(tokenizer, model, prompts: list[str], max_new_tokens: int,
     return tokens, time.perf_counter() - started
 
 
-def datatrove_lid176(language_filter):
+def datatrove_lid176(threshold: float = 0.5):
     """datatrove's LanguageFilter on the local lid.176.ftz: its model property would
-    download lid.176.bin from the web unless the model is filled in."""
-    from fasttext.FastText import _FastText
+    download lid.176.bin from the web, so the model is filled in, in the worker (a
+    loaded fastText model cannot be pickled to datatrove's workers)."""
+    from datatrove.pipeline.filters import LanguageFilter
 
-    from thresher.models.registry import resolve
+    class LocalLanguageFilter(LanguageFilter):
+        def filter(self, doc) -> bool:
+            if self.model._model is None:
+                from fasttext.FastText import _FastText
 
-    language_filter.model._model = _FastText(str(resolve("lid176")))
-    return language_filter
+                from thresher.models.registry import resolve
+
+                self.model._model = _FastText(str(resolve("lid176")))
+            return super().filter(doc)
+
+    return LocalLanguageFilter(language_threshold=threshold)
 
 
 def _ccnet_tail_filter():
