@@ -20,6 +20,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import ray
 
 from thresher.pipeline.engine.config import Config, ConfigError, StageSpec
@@ -195,6 +196,14 @@ def scored(units: list[dict], config: Config, progress: bool = False):
     return _dataset(units, config, None, progress)[0]
 
 
+def score_here(units: list[dict], config: Config):
+    """The same as scored(), in this process: for small samples through CPU stages."""
+    read = {"batch_rows": config.run.read_batch_rows, "max_text_bytes": config.run.max_text_bytes}
+    worker = SegmentWorker(config.stages, tuple(config.filters), read, None)
+    for unit in units:
+        yield from worker(pa.Table.from_pylist([unit]))
+
+
 def _dataset(units: list[dict], config: Config, settle: dict | None, progress: bool):
     from thresher.pipeline.engine.read import read_units
     from thresher.pipeline.engine.write import settle as settle_batch
@@ -220,7 +229,7 @@ def _dataset(units: list[dict], config: Config, settle: dict | None, progress: b
             low, high, initial = seg.pool
             compute = ray.data.ActorPoolStrategy(min_size=low, max_size=high,
                                                  initial_size=initial,
-                                                 max_tasks_in_flight_per_actor=1 if seg.reads else 2)
+                                                 max_tasks_in_flight_per_actor=2)
         else:
             compute = ray.data.ActorPoolStrategy(size=seg.concurrency)
         ds = ds.map_batches(

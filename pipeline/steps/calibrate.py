@@ -2,8 +2,9 @@
 as CCNet's per-language perplexity cut-offs or the harmful filter's tau.
 
 One pass over a bounded sample (row groups and rows chosen by a hash, from across the
-whole input) runs the stages up to the last one that calibrates, and brings back only
-the calibration columns to the driver; each stage then turns them into parameters. The values are saved in
+whole input) runs the stages up to the last one that calibrates (in the driver when
+they are CPU stages, else on the cluster) and keeps only the calibration columns; each
+stage then turns them into parameters. The values are saved in
 OUT/calibration.json and reused by later runs with the same stage parameters, so a
 new crawl is bucketed with the same cut-offs as the crawls before it.
 """
@@ -75,9 +76,16 @@ def _sample(config: Config, shards: list[Shard], stages, last: int) -> pa.Table:
     wanted = max(getattr(s, "calibration_rows", 5000) for s in stages)
     columns = sorted({c for s in stages for c in s.calibration_columns})
     partial = replace(config, stages=config.stages[: last + 1])
-    dataset = dag.scored(sample_units(shards, wanted), partial).select_columns(columns)
-    tables = [t for t in dataset.iter_batches(batch_format="pyarrow", batch_size=None)
-              if t.num_rows]
+    units = sample_units(shards, wanted)
+    if all(spec.fusable and not spec.resources.num_gpus for spec in partial.stages):
+        # A few thousand rows through CPU stages whose models the config check has just
+        # loaded here anyway: scoring them in this process takes a second or two, where
+        # starting a pool of workers for them costs more than the scoring.
+        found = (t.select(columns) for t in dag.score_here(units, partial))
+    else:
+        found = dag.scored(units, partial).select_columns(columns).iter_batches(
+            batch_format="pyarrow", batch_size=None)
+    tables = [t for t in found if t.num_rows]
     if not tables:
         return pa.table({c: pa.array([]) for c in columns})
     return pa.concat_tables(tables, promote_options="permissive")
