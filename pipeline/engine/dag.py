@@ -210,9 +210,9 @@ def _dataset(units: list[dict], config: Config, settle: dict | None, progress: b
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress
-    # A reading worker takes one shard at a time (so that shards spread evenly), which
-    # caps a pool's utilization at 100%: grow it when every worker is busy, not at
-    # Ray's default of 175%, which such a pool could never reach.
+    # Grow a pool when every worker is busy: Ray's default (175% utilization) waits
+    # until most workers also have a second task queued, which with shard-long tasks
+    # comes late or never.
     context.autoscaling_config.actor_pool_util_upscaling_threshold = 0.95
     segments = plan_segments(config, ray.cluster_resources(), len(units),
                              settle=settle is not None)
@@ -227,6 +227,8 @@ def _dataset(units: list[dict], config: Config, settle: dict | None, progress: b
     for seg in segments:
         if seg.pool:
             low, high, initial = seg.pool
+            # Two tasks in flight: a worker has its next shard queued and never waits for
+            # the driver between shards (at most one shard of imbalance at the end).
             compute = ray.data.ActorPoolStrategy(min_size=low, max_size=high,
                                                  initial_size=initial,
                                                  max_tasks_in_flight_per_actor=2)
