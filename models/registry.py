@@ -39,9 +39,18 @@ BUILTIN = {
 }
 
 
+# The checkout thresher is installed from (`pip install -e`, as `make setup` does).
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
 def models_home() -> Path:
-    """Where `make setup` puts the models it builds; THRESHER_MODELS overrides."""
-    return Path(os.environ.get("THRESHER_MODELS", "models-data")).resolve()
+    """Where `make setup` puts the models it builds: THRESHER_MODELS when set, else
+    models-data/ in the working folder when there is one, else the checkout's own, so
+    that the built-in names work from any folder."""
+    if os.environ.get("THRESHER_MODELS"):
+        return Path(os.environ["THRESHER_MODELS"]).resolve()
+    here = Path("models-data").resolve()
+    return here if here.is_dir() else CHECKOUT / "models-data"
 
 
 # Built-in model folders, built by `make setup` under models_home().

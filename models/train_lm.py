@@ -23,7 +23,10 @@ from thresher.models.normalize import normalize
 
 def kenlm_tool(name: str) -> str:
     """Path of lmplz / build_binary, or a clear error saying how to get it."""
-    for folder in (os.environ.get("THRESHER_KENLM_BIN"), "tools/kenlm/bin"):
+    from thresher.models.registry import CHECKOUT
+
+    for folder in (os.environ.get("THRESHER_KENLM_BIN"), "tools/kenlm/bin",
+                   CHECKOUT / "tools" / "kenlm" / "bin"):
         if folder and (Path(folder) / name).is_file():
             return str(Path(folder) / name)
     found = shutil.which(name)

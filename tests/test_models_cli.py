@@ -67,3 +67,28 @@ def test_train_dataman_student_names_missing_columns(tmp_path, capsys):
     assert main(["models", "train-dataman-student", "--annotations", str(path),
                  "--out", str(tmp_path / "s")]) == 2
     assert "lack columns ['dataman_accuracy'" in capsys.readouterr().err
+
+
+def test_built_in_models_and_kenlm_resolve_from_any_folder(tmp_path):
+    """As README says: the default config and train-lm work outside the checkout."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    thresher = str(Path(sys.executable).with_name("thresher"))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("THRESHER_MODELS", "THRESHER_KENLM_BIN")}
+    default = subprocess.run([thresher, "config"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=120)
+    (tmp_path / "mine.yaml").write_text(default.stdout)
+    check = subprocess.run([thresher, "config", "--check", "mine.yaml"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert "stage ccnet" in check.stdout and "stage harm" in check.stdout
+    (tmp_path / "en.txt").write_text("\n".join(f"a line about books number {i}" for i in range(200)))
+    trained = subprocess.run([thresher, "models", "train-lm", "--lang", "en", "--corpus", "en.txt",
+                              "--out", "lm", "--no-sp", "--raw"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert (tmp_path / "lm" / "en.arpa.bin").is_file()

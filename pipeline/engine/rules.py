@@ -7,6 +7,7 @@ reason says what the document had. A null score (the stage did not apply) passes
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -34,13 +35,22 @@ class Rule:
             raise ValueError(f"cannot parse filter rule {text!r}; write `column op value`, "
                              f"op one of: >= > <= < == != in, not in")
         column, op, raw = match.groups()
-        value = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError(f"rule {text!r}: cannot read the value {raw!r} (unclosed quote "
+                             "or bracket?)") from None
         if op in ("in", "not in"):
-            if not isinstance(value, list) or not value:
-                raise ValueError(f"rule {text!r}: `{op}` needs a non-empty list like [en, de]")
+            if not isinstance(value, list) or not value or not all(map(_scalar, value)):
+                raise ValueError(f"rule {text!r}: `{op}` needs a non-empty list of values "
+                                 "like [en, de]")
         elif op in (">=", ">", "<=", "<"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
                 raise ValueError(f"rule {text!r}: bad threshold {raw!r}, expected a number")
+        elif not _scalar(value):
+            raise ValueError(f"rule {text!r}: bad value {raw!r}, expected a number, a word "
+                             "or true/false")
         return cls(column, op, value)
 
     def __str__(self) -> str:
@@ -60,6 +70,13 @@ class Rule:
         else:
             result = getattr(pc, _COMPARE[self.op])(column, pa.scalar(self.value, column.type))
         return pc.or_kleene(pc.is_null(column), pc.fill_null(result, True))
+
+
+def _scalar(value: object) -> bool:
+    """A value a column can equal: a string, a bool or a finite number."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (str, int, bool))
 
 
 def _show(value: object) -> str:

@@ -34,6 +34,10 @@ class RunError(RuntimeError):
     """The run could not finish; its message says what to do."""
 
 
+class OutputBusy(RunError):
+    """Another run holds the output's lock: a user mistake, not a failed run."""
+
+
 class InvariantError(RunError):
     """Rows read != curated + rejected + quarantined for some shard."""
 
@@ -365,6 +369,6 @@ def _exclusive(out: Path):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunError(f"another thresher run is writing to {out}; wait for it or use "
-                           "another --output") from None
+            raise OutputBusy(f"another thresher run is writing to {out}; wait for it or use "
+                             "another --output") from None
         yield

@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:
         from thresher.pipeline.steps.calibrate import CalibrationError
-        from thresher.pipeline.engine.run import RunError
+        from thresher.pipeline.engine.run import OutputBusy, RunError
 
-        if isinstance(err, CalibrationError):
+        if isinstance(err, (CalibrationError, OutputBusy)):
             print(f"thresher: error: {err}", file=sys.stderr)
             return 2
         if isinstance(err, RunError):
@@ -249,9 +249,9 @@ def _cluster(args) -> int:
 
     try:
         return _cluster_action(args, local_cluster)
-    except RuntimeError as err:  # the head did not start, or none is running
+    except RuntimeError as err:  # the head did not start (1), or none is running (2)
         print(f"thresher: error: {err}", file=sys.stderr)
-        return 1
+        return 2 if args.action == "env" else 1
 
 
 def _cluster_action(args, local_cluster) -> int:
