@@ -34,9 +34,14 @@ def test_shard_errors_found_from_the_footer(tmp_path):
     assert good.error is None and good.num_rows == 3
 
 
-def test_fingerprint_follows_content_not_name(tmp_path):
-    a = inspect_shard(str(write_shard(tmp_path / "a.parquet", good_rows(3))))
-    same = inspect_shard(str(write_shard(tmp_path / "b.parquet", good_rows(3))))
+def test_fingerprint_follows_content_and_mtime_not_name(tmp_path):
+    import os
+
+    first = write_shard(tmp_path / "a.parquet", good_rows(3))
+    copy = write_shard(tmp_path / "b.parquet", good_rows(3))
+    stat = first.stat()
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # a copy that keeps the mtime
+    a, same = inspect_shard(str(first)), inspect_shard(str(copy))
     other = inspect_shard(str(write_shard(tmp_path / "a.parquet", good_rows(4))))
     assert a.fingerprint == same.fingerprint
     assert a.fingerprint != other.fingerprint and a.key != other.key

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from urllib.parse import unquote, urlsplit
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -19,7 +20,8 @@ from thresher.pipeline.io import storage
 
 TEXT_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary())
 # Hashing the tail covers a Parquet footer (schema, row groups, column statistics and
-# offsets), which changes with the content, without reading a multi-GB shard.
+# offsets), which changes with the content, without reading a multi-GB shard; the
+# mtime catches a same-size rewrite whose footer happens to be unchanged.
 _TAIL_BYTES = 1 << 16
 
 
@@ -55,7 +57,19 @@ def expand_inputs(inputs: list[str], suffixes: tuple[str, ...] = (".parquet",)) 
             found += _files_named_by(item, suffixes)
         except OSError as err:  # unreachable endpoint, missing bucket, no credentials
             raise InputError(f"cannot read input {item!r}: {_one_line(err)}") from None
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(canonical(p) for p in found))
+
+
+def canonical(path: str) -> str:
+    """One name per file, whatever form named it: a local file (a path, relative or not,
+    through symlinks, or a file:// URI) is its real absolute path; other URIs stay as
+    given. The ledger keys shards by this name, so the same file is never curated twice."""
+    if storage.is_uri(path):
+        parts = urlsplit(path)
+        if parts.scheme != "file":
+            return path
+        path = unquote(parts.path)
+    return os.path.realpath(path)
 
 
 def _files_named_by(item: str, suffixes: tuple[str, ...]) -> list[str]:
@@ -77,8 +91,11 @@ def _files_named_by(item: str, suffixes: tuple[str, ...]) -> list[str]:
     raise InputError(f"input path {item!r} does not exist")
 
 
-def fingerprint(path: str, size: int) -> str:
-    digest = hashlib.sha256(str(size).encode())
+def fingerprint(path: str, size: int, mtime_ns: int | None = None) -> str:
+    """Size, modification time, the first 4 bytes and the last 64 KiB (the Parquet
+    footer: schema, row groups, statistics, offsets). Undetected: a rewrite that keeps
+    the size, the mtime (set back on purpose) and the footer."""
+    digest = hashlib.sha256(f"{size}:{mtime_ns}".encode())
     with storage.open_input(path) as handle:
         digest.update(handle.read(4))
         handle.seek(max(0, size - _TAIL_BYTES))
@@ -87,8 +104,9 @@ def fingerprint(path: str, size: int) -> str:
 
 
 def inspect_shard(path: str) -> Shard:
-    size = storage.file_info(path).size
-    fp = fingerprint(path, size)
+    info = storage.file_info(path)
+    size = info.size
+    fp = fingerprint(path, size, info.mtime_ns)
     try:
         with storage.open_input(path) as handle:
             meta = pq.read_metadata(handle)

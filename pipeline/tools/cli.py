@@ -281,6 +281,7 @@ def _cluster_action(args, local_cluster) -> int:
 
 
 def _status(args) -> int:
+    from thresher.pipeline.engine.ledger import FINAL_STATES
     from thresher.pipeline.io.storage import state_folder
 
     out = state_folder(Store.at(args.output), args.state)
@@ -294,16 +295,18 @@ def _status(args) -> int:
         by_state[row["state"]] = by_state.get(row["state"], 0) + 1
     print(f"{out}: {len(shards)} shards known: "
           + ", ".join(f"{n} {s}" for s, n in sorted(by_state.items())))
+    # What the output holds now: each shard's latest finished counts. A shard redone
+    # after it changed counts once, with its new content.
+    now = [sum(row[k] or 0 for row in shards if row["state"] in FINAL_STATES)
+           for k in ("rows_in", "curated", "rejected", "quarantined")]
+    print(f"now in the output: {now[0]:,} rows in -> {now[1]:,} curated, {now[2]:,} rejected, "
+          f"{now[3]:,} quarantined")
+    print("history (what each run did, superseded shards included):")
     print(f"{'run':<24} {'state':<14} {'shards':>6} {'rows_in':>10} {'curated':>10} "
           f"{'rejected':>10} {'quarant.':>9}")
-    totals = [0, 0, 0, 0]
     for r in ledger.run_counts():
         print(f"{r['run_id']:<24} {r['state']:<14} {r['shards']:>6} {r['rows_in']:>10,} "
               f"{r['curated']:>10,} {r['rejected']:>10,} {r['quarantined']:>9,}")
-        for i, k in enumerate(("rows_in", "curated", "rejected", "quarantined")):
-            totals[i] += r[k]
-    print(f"{'total':<24} {'':<14} {'':>6} {totals[0]:>10,} {totals[1]:>10,} {totals[2]:>10,} "
-          f"{totals[3]:>9,}")
     pending = [row["path"] for row in shards if row["state"] not in ("done", "quarantined")]
     if pending:
         print(f"{len(pending)} shard(s) not finished (resumed by the next run), e.g. {pending[0]}")
