@@ -133,6 +133,9 @@ def test_import_is_resumable_and_redoes_only_changed_files(tmp_path):
     assert changed["imported"] == 1 and changed["already_done"] == 1
     assert sorted(r["url"] for r in read_rows(out)) == [
         "https://c.invalid/1", "https://c.invalid/2", "https://c.invalid/3"]  # no duplicates
+    # The import's own state is not among the shards: the folder reads as a dataset.
+    assert pq.read_table(out).num_rows == 3
+    assert not list(out.glob("*.sqlite*"))
 
 
 def test_a_truncated_warc_keeps_the_rows_before_the_damage(tmp_path):

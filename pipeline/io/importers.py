@@ -61,7 +61,7 @@ def import_files(fmt: str, inputs: list[str], out_dir: str, crawl: str | None = 
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     files = expand_inputs(inputs, _SUFFIXES[fmt])
     out = Store.at(out_dir)
-    ledger = ImportLedger(state_folder(out, state_dir))
+    ledger = ImportLedger(_import_state(out, state_dir))
     todo, done_before = [], 0
     for path in files:
         fp = _fingerprint(path)
@@ -319,6 +319,17 @@ def _crawl_name(path: str) -> str:
 def _part_prefix(path: str) -> str:
     stem = path.split("?")[0].rsplit("/", 1)[-1].split(".")[0]
     return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+
+
+def _import_state(out: Store, state_dir: str | None) -> Path:
+    """Where imports.sqlite lives: never among the shards themselves, or reading the
+    shards folder as a dataset would trip on it. Locally: OUT/_thresher/ (readers skip
+    names starting with `_`); remote outputs: the driver's state folder."""
+    if state_dir or not out.is_local:
+        return state_folder(out, state_dir)
+    folder = Path(out.root) / "_thresher"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _fingerprint(path: str) -> str:
