@@ -49,7 +49,10 @@ def corpus_lines(files: Iterable[str | Path], raw: bool) -> Iterable[str]:
 def train_lm(lang: str, corpus: list[str | Path], out_dir: str | Path, order: int = 5,
              vocab: int = 65536, sentencepiece_model: bool = True, raw: bool = False,
              memory: str = "10%") -> dict:
-    """Write OUT/<lang>.arpa.bin (+ OUT/<lang>.sp.model) and OUT/<lang>.card.json."""
+    """Write OUT/<lang>.arpa.bin (+ OUT/<lang>.sp.model) and OUT/<lang>.card.json. The
+    tools are found first and every file is built in a temporary folder, then moved in:
+    a failure leaves no half-built model behind."""
+    lmplz, build_binary = kenlm_tool("lmplz"), kenlm_tool("build_binary")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -63,19 +66,23 @@ def train_lm(lang: str, corpus: list[str | Path], out_dir: str | Path, order: in
         if lines == 0:
             raise ValueError(f"corpus {[str(c) for c in corpus]} has no text")
         tokens = text
+        vocab_size = None
         if sentencepiece_model:
-            sp_model = _train_sentencepiece(text, out / f"{lang}.sp", vocab)
+            sp_model = _train_sentencepiece(text, Path(tmp) / f"{lang}.sp", vocab)
+            vocab_size = _vocab_size(sp_model)
             tokens = Path(tmp) / "pieces.txt"
             _encode_file(sp_model, text, tokens)
         arpa = Path(tmp) / f"{lang}.arpa"
         with open(tokens, "rb") as source, open(arpa, "wb") as target:
-            _run([kenlm_tool("lmplz"), "-o", str(order), "--discount_fallback", "-S", memory,
+            _run([lmplz, "-o", str(order), "--discount_fallback", "-S", memory,
                   "-T", tmp], stdin=source, stdout=target)
-        _run([kenlm_tool("build_binary"), str(arpa), str(out / f"{lang}.arpa.bin")])
+        _run([build_binary, str(arpa), str(Path(tmp) / f"{lang}.arpa.bin")])
+        for name in [f"{lang}.arpa.bin"] + ([f"{lang}.sp.model"] if sentencepiece_model else []):
+            shutil.move(str(Path(tmp) / name), str(out / name))
     card = {
         "lang": lang, "kind": "sentencepiece+kenlm" if sentencepiece_model else "word kenlm",
         "normalized": not raw, "order": order, "discount": "modified Kneser-Ney",
-        "vocab": _vocab_size(out / f"{lang}.sp.model") if sentencepiece_model else None,
+        "vocab": vocab_size,
         "corpus": [str(c) for c in corpus], "lines": lines,
         "corpus_bytes": sum(Path(c).stat().st_size for c in corpus),
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -37,3 +37,25 @@ def test_another_run_writing_to_the_output_is_exit_2(tmp_path, lang_only_config)
 def test_cluster_env_without_a_cluster_is_exit_2(tmp_path):
     assert_one_line_error(run("cluster", "env", "--dir", str(tmp_path / "none")),
                           "no cluster is running")
+
+
+def test_fit_tau_with_a_missing_model_is_exit_2(tmp_path):
+    (tmp_path / "docs.txt").write_text("some text\n")
+    assert_one_line_error(run("models", "fit-tau", "--model", str(tmp_path / "missing.arpa.bin"),
+                              "--unlabelled", str(tmp_path / "docs.txt")), "does not exist")
+
+
+def test_train_lm_without_kenlm_is_exit_2_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import thresher.models.train_lm as train_lm_module
+    from thresher.pipeline.tools.cli import main
+
+    def missing(name):
+        raise FileNotFoundError(f"KenLM's {name} not found: run `make setup`")
+
+    monkeypatch.setattr(train_lm_module, "kenlm_tool", missing)
+    (tmp_path / "en.txt").write_text("a line about books\n" * 50)
+    code = main(["models", "train-lm", "--lang", "en", "--corpus", str(tmp_path / "en.txt"),
+                 "--out", str(tmp_path / "lm")])
+    assert code == 2
+    assert "KenLM's lmplz not found" in capsys.readouterr().err
+    assert not list((tmp_path / "lm").glob("en.*"))  # no half-built model

@@ -332,8 +332,11 @@ def _train_lm(args) -> int:
     for path in args.corpus:
         if not Path(path).is_file():
             raise InputError(f"corpus file {path} does not exist")
-    card = train_lm(args.lang, args.corpus, args.out, order=args.order, vocab=args.vocab,
-                    sentencepiece_model=not args.no_sp, raw=args.raw)
+    try:
+        card = train_lm(args.lang, args.corpus, args.out, order=args.order, vocab=args.vocab,
+                        sentencepiece_model=not args.no_sp, raw=args.raw)
+    except (FileNotFoundError, ValueError) as err:  # no KenLM tools, an empty corpus
+        raise InputError(str(err)) from None
     print(json.dumps(card, indent=1))
     return 0
 
@@ -350,7 +353,10 @@ def _fit_tau(args) -> int:
         return [l for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip()]
 
     model = Path(args.model)
-    harm = WordLM(model)
+    try:
+        harm = WordLM(model)
+    except (FileNotFoundError, ValueError) as err:  # missing, or not a KenLM model
+        raise InputError(str(err)) from None
     result: dict = {"model": str(model)}
     if args.unlabelled:
         result["ppl"] = {"tau": valley_tau(harm.perplexities(documents(args.unlabelled))),
@@ -360,7 +366,10 @@ def _fit_tau(args) -> int:
         pos_ppl, neg_ppl = harm.perplexities(pos), harm.perplexities(neg)
         result["ppl"] = sweep_tau(pos_ppl, neg_ppl)
         if args.reference:
-            ref = WordLM(args.reference)
+            try:
+                ref = WordLM(args.reference)
+            except (FileNotFoundError, ValueError) as err:
+                raise InputError(str(err)) from None
             xent = [[math.log(h) - math.log(r) for h, r in zip(hs, ref.perplexities(d))]
                     for hs, d in ((pos_ppl, pos), (neg_ppl, neg))]
             result["xent"] = sweep_tau(xent[0], xent[1], log=False)
