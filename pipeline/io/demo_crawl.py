@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
 import random
 import shutil
 import sysconfig
@@ -38,6 +39,8 @@ HANDBOOK = "/usr/share/doc/debian-handbook/html"
 PYTHON_DOCS = "/usr/share/doc/python3.11/html"
 FORTUNES = "/usr/share/games/fortunes"
 FORTUNE_DIRS = {"": "en", "de": "de", "es": "es", "es/off": "es"}  # no `it`, by request
+# The Debian packages whose files the demo takes from those folders.
+FORTUNE_PACKAGES = ("fortunes", "fortunes-min", "fortunes-de", "fortunes-es", "fortunes-es-off")
 CRAWL = "demo-2026-11"
 DATE = "2026-11-01"
 BUILD_VERSION = 2  # bump when the recipe changes, so `make` rebuilds
@@ -141,16 +144,24 @@ def _gensim_file(name: str) -> str | None:
     return path if os.path.exists(path) else None
 
 
-def fortunes() -> Iterator[dict]:
+def package_files(package: str) -> list[str]:
+    """The files a Debian package installed (none when it is not installed)."""
+    listed = subprocess.run(["dpkg-query", "-L", package], capture_output=True, text=True)
+    return listed.stdout.splitlines() if listed.returncode == 0 else []
+
+
+def fortunes(root: str = FORTUNES, lister=package_files) -> Iterator[dict]:
+    # Only files that the fortunes packages named here installed: another fortunes-*
+    # package (Italian, say) links its files into the same folders.
+    ours = {f for package in FORTUNE_PACKAGES for f in lister(package)}
     for sub, lang in FORTUNE_DIRS.items():
-        folder = os.path.join(FORTUNES, sub)
-        if not os.path.isdir(folder):
-            continue
-        for name in sorted(os.listdir(folder)):
+        folder = os.path.join(root, sub).rstrip("/")
+        owned = {os.path.basename(f) for f in ours if os.path.dirname(f) == folder}
+        for name in sorted(owned):
             path = os.path.join(folder, name)
             if name.endswith(".dat") or not os.path.isfile(path):
                 continue
-            if not name.endswith(".u8") and os.path.exists(path + ".u8"):
+            if not name.endswith(".u8") and name + ".u8" in owned:
                 continue  # the .u8 twin is the UTF-8 one
             source = "fortunes-es-off" if sub == "es/off" else f"fortunes-{lang}"
             for i, text in enumerate(_read_fortunes(path, rot13=sub.endswith("off"))):
