@@ -63,32 +63,26 @@ def test_cuda_engine_generates():
 
 # --- the OpenAI-compatible HTTP backend, against a real server process ------------
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def llm_server():
-    """`thresher models serve-llm` in its own process, serving SmolLM2 on CPU."""
+    """`thresher models serve-llm` in its own process, serving SmolLM2 on CPU, on a port
+    it binds itself (--port 0) and tells in its first line."""
+    import re
+    import select
     import subprocess
     import sys
-    import time
 
-    port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", "from thresher.pipeline.tools.cli import main; raise SystemExit(main())",
-         "models", "serve-llm", "--model", "smollm2-135m-instruct", "--port", str(port),
+         "models", "serve-llm", "--model", "smollm2-135m-instruct", "--port", "0",
          "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    deadline = time.time() + 180
-    line = process.stdout.readline()  # blocks until the model is loaded and it listens
-    if "serving" not in line or time.time() > deadline:
+    ready, _, _ = select.select([process.stdout], [], [], 180)  # the model loads first
+    line = process.stdout.readline() if ready else ""
+    found = re.search(r"at (http://127\.0\.0\.1:\d+)/v1", line)
+    if not found:
         process.kill()
-        pytest.fail(f"serve-llm did not start: {line!r}")
-    yield f"http://127.0.0.1:{port}"
+        pytest.fail(f"serve-llm did not start within 180 s: {line!r}")
+    yield found.group(1)
     process.terminate()
     process.wait(timeout=30)
 
@@ -120,10 +114,14 @@ def test_http_engine_retries_then_fails_the_batch_clearly():
     from thresher.models.llm import EngineError
     from thresher.models.llm.openai_engine import OpenAIEngine
 
-    nobody = f"http://127.0.0.1:{_free_port()}"
-    engine = OpenAIEngine(nobody, model="m", retries=1, timeout_s=2)
-    with pytest.raises(EngineError, match="failed 2 times; last: ConnectionError"):
-        engine.generate(CONVERSATIONS[:1])
+    import socket
+
+    with socket.socket() as held:  # bound, never listening: connections are refused, and
+        held.bind(("127.0.0.1", 0))  # no other process can take the port meanwhile
+        nobody = f"http://127.0.0.1:{held.getsockname()[1]}"
+        engine = OpenAIEngine(nobody, model="m", retries=1, timeout_s=2)
+        with pytest.raises(EngineError, match="failed 2 times; last: ConnectionError"):
+            engine.generate(CONVERSATIONS[:1])
 
 
 def test_http_engine_does_not_retry_a_bad_request(llm_server):

@@ -156,7 +156,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", default="smollm2-135m-instruct",
                        help="a built-in name, a .gguf file or a model folder")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8011)
+    serve.add_argument("--port", type=int, default=8011,
+                       help="0: any free port (the line it prints says which)")
     serve.add_argument("--device", default="auto", help="cpu, cuda or auto")
     serve.set_defaults(func=_serve_llm)
     defaults = model_commands.add_parser("build-defaults", help="build the embedded run's models")
@@ -424,7 +425,8 @@ def _serve_llm(args) -> int:
     except (ModelNotFound, FileNotFoundError) as err:
         raise InputError(str(err)) from None
     server = make_server(engine, args.host, args.port)
-    print(f"thresher: serving {engine.name} at http://{args.host}:{args.port}/v1", flush=True)
+    port = server.server_address[1]  # the one the system chose, for --port 0
+    print(f"thresher: serving {engine.name} at http://{args.host}:{port}/v1", flush=True)
     try:
         server.serve_forever()
     finally:
