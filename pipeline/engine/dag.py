@@ -69,22 +69,41 @@ class Segment:
                 "reads": self.reads, "settles": self.settles}
 
 
+def quiet_ray(verbose: bool = False) -> None:
+    """Ray's and Ray Data's own console lines (start-up notes, per-operator progress)
+    only when `verbose`; Ray keeps writing them to its session logs either way.
+    thresher prints one line per shard and a periodic summary. (Ray's C++ core worker
+    still prints one `core_worker.cc` line per run about actor constructor arguments:
+    silencing it with RAY_BACKEND_LOG_LEVEL prints another line in its place.)"""
+    level = logging.DEBUG if verbose else logging.ERROR
+    logging.getLogger("ray").setLevel(level)
+    import ray.data  # noqa: F401  (configures the ray.data logger on import)
+    from ray._private.log import PlainRayHandler
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, PlainRayHandler):  # the console one; its file one stays
+            handler.setLevel(level)
+
+
 def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at `address` (or RAY_ADDRESS), else start an in-process one."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return
+    verbose = logging.getLogger("thresher").getEffectiveLevel() <= logging.DEBUG
+    quiet_ray(verbose)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False,
+                 logging_level=logging.DEBUG if verbose else logging.ERROR)
         return
     # A short temp dir of our own: Ray's socket paths must stay under ~100 bytes, and
     # `ray stop` elsewhere must not reach us.
     # Loopback only: the embedded cluster has no business on the network.
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
              _node_ip_address="127.0.0.1", _temp_dir=f"/tmp/thresher-ray-{os.getuid()}",
-             log_to_driver=False)
+             log_to_driver=False, logging_level=logging.DEBUG if verbose else logging.ERROR)
 
 
 def _group_key(spec: StageSpec):

@@ -30,6 +30,9 @@ from thresher.pipeline.engine.write import OUTCOMES
 log = logging.getLogger(__name__)
 
 
+SUMMARY_EVERY_S = 30  # a progress line between shard lines, for long shards
+
+
 class RunError(RuntimeError):
     """The run could not finish; its message says what to do."""
 
@@ -278,11 +281,13 @@ def _stream(run_id, out, config, shards, ledger, tallies, progress, operators) -
     operators.extend(seg.describe() for seg in segments)
     log.info("operators: %s", "; ".join(
         f"{'+'.join(seg.names)} ({_pool_text(seg)})" for seg in segments))
-    done = 0
+    done = rows = 0
+    started = last_summary = time.monotonic()
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
         for row in batch.to_pylist():
             tally = tallies[row["shard"]]
             tally.add(row)
+            rows += row["rows"]
             if tally.rows > tally.shard.num_rows:
                 raise InvariantError(f"shard {tally.shard.path}: {tally.rows} rows accounted "
                                      f"but it holds {tally.shard.num_rows}")
@@ -293,6 +298,11 @@ def _stream(run_id, out, config, shards, ledger, tallies, progress, operators) -
                 log.info("shard %d/%d done: %s (%d curated, %d rejected, %d quarantined)",
                          done, len(shards), tally.shard.path.rsplit("/", 1)[-1], tally.curated,
                          tally.rejected, tally.quarantined)
+        now = time.monotonic()
+        if now - last_summary >= SUMMARY_EVERY_S:
+            last_summary = now
+            log.info("progress: %d/%d shards, %s rows in %.0f s (%s rows/s)", done, len(shards),
+                     f"{rows:,}", now - started, f"{rows / (now - started):,.0f}")
 
 
 def _verify_on_disk(run_id, out: Store, tallies: dict[str, Tally], ledger: Ledger) -> list[str]:

@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     curate.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else "
                                           "an in-process Ray)")
     curate.add_argument("--num-cpus", type=int, help="CPUs of the in-process Ray")
-    curate.add_argument("--no-progress", action="store_true", help="hide Ray's progress bars")
+    curate.add_argument("--no-progress", action="store_true", help="hide Ray's progress bars (shown only on a terminal anyway)")
     curate.set_defaults(func=_curate)
 
     plan = commands.add_parser("plan", help="what `curate` would do (new, changed, resumed, "
@@ -178,7 +178,9 @@ def _curate(args) -> int:
 
     config = load_config(args.config)
     result = curate(args.input, args.output, config, address=args.address,
-                    num_cpus=args.num_cpus, progress=not args.no_progress,
+                    num_cpus=args.num_cpus,
+                    # Ray's progress bars only on a terminal: in a log they are noise.
+                    progress=not args.no_progress and sys.stderr.isatty(),
                     state_dir=args.state)
     t = result.totals
     if result.state == "nothing-to-do":
@@ -456,8 +458,8 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    # Ray Data logs every operator at INFO; keep that for DEBUG.
-    logging.getLogger("ray").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    # Ray's own console lines only at DEBUG (dag.quiet_ray does the rest when Ray starts).
+    logging.getLogger("ray").setLevel(logging.DEBUG if level == "DEBUG" else logging.ERROR)
 
 
 if __name__ == "__main__":
