@@ -84,6 +84,10 @@ class Stage:
     # pool of cheap CPU workers does not load the LLM into every worker.
     fusable: bool = True
     default_resources: ClassVar[Resources] = Resources()
+    # Parameters whose values are files or folders made on the driver (a trained model)
+    # that workers load: the engine ships them to every worker through Ray's object
+    # store, so a worker on a node that cannot see the driver's folders has them too.
+    worker_files: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, resources: Resources | None = None):
         self.resources = resources or self.default_resources

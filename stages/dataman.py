@@ -57,6 +57,7 @@ class DataManRating(Stage):
                "dataman_selected": pa.bool_()}
     default_resources = Resources(batch_size=256)
     calibration_columns = ("id", "text") + tuple(columns)
+    worker_files = ("student", "annotations")  # made at calibration, in the driver's state
 
     def __init__(self, mode: str = "student", teacher: dict | None = None,
                  teacher_sample: int = 64, student: str = "auto", select: dict | None = None,
@@ -105,6 +106,8 @@ class DataManRating(Stage):
             if self.teacher_sample > 0 and not self.annotations_path:
                 annotations = self._annotate(sample, workdir / "annotations.parquet")
                 values["annotations"] = str(workdir / "annotations.parquet")
+            else:  # ratings given (`annotations: FILE`): the student learns from them
+                annotations = pq.read_table(self.annotations_path)
             if self.student_dir is None:
                 from thresher.models.dataman_student import train_student
 

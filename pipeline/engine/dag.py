@@ -24,6 +24,7 @@ import pyarrow as pa
 import ray
 
 from thresher.pipeline.engine.config import Config, ConfigError, StageSpec
+from thresher.pipeline.engine.ship import ship
 from thresher.pipeline.engine.worker import SegmentWorker
 from thresher.stages import Resources
 
@@ -255,7 +256,7 @@ def _dataset(units: list[dict], config: Config, settle: dict | None, progress: b
             compute = ray.data.ActorPoolStrategy(size=seg.concurrency)
         ds = ds.map_batches(
             SegmentWorker, compute=compute,
-            fn_constructor_args=(seg.specs, rules, read if seg.reads else None,
+            fn_constructor_args=(ship(seg.specs), rules, read if seg.reads else None,
                                  settle if seg.settles else None),
             batch_size=1 if seg.reads else seg.batch_size, batch_format="pyarrow",
             num_cpus=seg.num_cpus, num_gpus=seg.num_gpus or None, memory=seg.memory)

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from thresher.pipeline.engine.apply import apply_stage
 from thresher.pipeline.engine.read import read_unit
+from thresher.pipeline.engine.ship import land
 from thresher.pipeline.engine.write import settle
 
 
@@ -33,7 +34,7 @@ class SegmentWorker:
 
     def __init__(self, specs, rules: tuple, read: dict | None, settle_args: dict | None):
         self.stages = []
-        for spec in specs:
+        for spec in land(specs):  # files the driver made, unpacked here
             stage = spec.build()
             stage.setup()
             self.stages.append((stage, spec.resources.batch_size))

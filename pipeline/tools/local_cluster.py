@@ -86,11 +86,14 @@ def start_head(cluster_dir: str | Path, port: int = 6390, num_cpus: int | None =
     return address
 
 
-def start_node(cluster_dir: str | Path, num_cpus: int = 1, timeout: float = 90) -> subprocess.Popen:
+def start_node(cluster_dir: str | Path, num_cpus: int = 1, timeout: float = 90,
+               hide: str | Path | None = None) -> subprocess.Popen:
     """A second node joining the head started from `cluster_dir`, on this machine
     (loopback, the head's token), as a node of a real cluster joins: for tests of
-    work spread over nodes and of a node lost mid-run. Stopped with the head, or by
-    signalling its process group."""
+    work spread over nodes and of a node lost mid-run. `hide`: a folder this node
+    must not see (it gets an empty tmpfs over it in a mount namespace of its own, as
+    a worker pod does not see the head's volume; needs root). Stopped with the head,
+    or by signalling its process group."""
     cluster_dir = Path(cluster_dir).resolve()
     info = json.loads((cluster_dir / "cluster.json").read_text())
     env = client_env(cluster_dir)
@@ -100,6 +103,9 @@ def start_node(cluster_dir: str | Path, num_cpus: int = 1, timeout: float = 90) 
     command = [str(Path(sys.executable).with_name("ray")), "start", "--block",
                f"--address={info['address']}", "--node-ip-address=127.0.0.1",
                f"--num-cpus={num_cpus}", "--disable-usage-stats"]
+    if hide:
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   'mount -t tmpfs tmpfs "$1" && shift && exec "$@"', "sh", str(hide), *command]
     with open(log_path, "w") as log:
         node = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
