@@ -137,27 +137,106 @@ class Stage:
         return {col: pa.nulls(num_rows, typ) for col, typ in self.columns.items()}
 
 
+ATTEMPTS_ACTOR = "thresher-attempts"
+
+
+class AttemptCounts:
+    """Deaths per batch, for attempt_guard, held by one actor per run (the driver
+    starts it: start_attempt_counts) so that every node sees the same counts and a
+    killed run's counts end with it."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+
+    def bump(self, key: str) -> int:
+        """The deaths counted so far, then one more for the try that starts now."""
+        deaths = self.counts.get(key, 0)
+        self.counts[key] = deaths + 1
+        return deaths
+
+    def clear(self, key: str) -> None:
+        self.counts.pop(key, None)
+
+    def count(self, key: str) -> int:
+        return self.counts.get(key, 0)
+
+
+def batch_key(ids: list[str], stage: str) -> str:
+    return f"{stage}-" + hashlib.sha1("\n".join(ids).encode()).hexdigest()[:20]
+
+
+def start_attempt_counts():
+    """On the driver, before the workers start: the run's counter actor (it lives as
+    long as the driver's job). Returns its handle; keep it while the run lasts."""
+    import ray
+
+    return ray.remote(AttemptCounts).options(name=ATTEMPTS_ACTOR, get_if_exists=True,
+                                             num_cpus=0).remote()
+
+
+class _FileCounts:
+    """Outside a Ray worker (a stage called directly, in tests or benches): a file
+    per batch under this machine's temp folder."""
+
+    def __init__(self, stage: str):
+        self.folder = Path(tempfile.gettempdir()) / f"thresher-attempts-{os.getuid()}" / stage
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def bump(self, key: str) -> int:
+        marker = self.folder / key
+        deaths = int(marker.read_text() or 0) if marker.exists() else 0
+        marker.write_text(str(deaths + 1))
+        return deaths
+
+    def clear(self, key: str) -> None:
+        (self.folder / key).unlink(missing_ok=True)
+
+
+class _ActorCounts:
+    def __init__(self, actor):
+        self.actor = actor
+
+    def bump(self, key: str) -> int:
+        import ray
+
+        return ray.get(self.actor.bump.remote(key))
+
+    def clear(self, key: str) -> None:
+        import ray
+
+        ray.get(self.actor.clear.remote(key))
+
+
+def _attempt_counts(stage: str):
+    try:
+        import ray
+
+        context = ray.get_runtime_context() if ray.is_initialized() else None
+        if context is not None and (context.get_actor_id() or context.get_task_id()):
+            return _ActorCounts(ray.get_actor(ATTEMPTS_ACTOR))
+    except (ImportError, ValueError):  # no run's counter (a worker outside a run)
+        pass
+    return _FileCounts(stage)
+
+
 @contextmanager
 def attempt_guard(ids: list[str], stage: str):
     """Around an engine call that may kill its worker (watchdog, CUDA crash): Ray
     retries such a batch without end, so the tries of this exact batch are counted
-    in a file on this node, and after MAX_BATCH_ATTEMPTS deaths the batch is failed
-    as a whole (BatchFailure). The count is dropped once the call returns or raises:
-    only a dead process leaves it behind."""
-    key = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:20]
-    folder = Path(tempfile.gettempdir()) / f"thresher-attempts-{os.getuid()}" / stage
-    folder.mkdir(parents=True, exist_ok=True)
-    marker = folder / key
-    deaths = int(marker.read_text() or 0) if marker.exists() else 0
+    (by the run's counter actor, which every node reaches), and after
+    MAX_BATCH_ATTEMPTS deaths the batch is failed as a whole (BatchFailure). The count
+    is dropped once the call returns or raises: only a dead process leaves it behind."""
+    key = batch_key(ids, stage)
+    counts = _attempt_counts(stage)
+    deaths = counts.bump(key)
     if deaths >= MAX_BATCH_ATTEMPTS:
-        marker.unlink(missing_ok=True)
+        counts.clear(key)
         raise BatchFailure(f"the {stage} engine died on this batch {deaths} times (crash or "
                            "timeout); giving up on it")
-    marker.write_text(str(deaths + 1))
     try:
         yield
     finally:
-        marker.unlink(missing_ok=True)
+        counts.clear(key)
 
 
 def call_engine(call, ids: list[str], stage: str):

@@ -81,3 +81,33 @@ def test_a_call_within_its_deadline_is_untouched():
     with deadline(5, "quick"):
         value = sum(range(10))
     assert value == 45
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_deaths_are_counted_by_the_run_not_by_a_workers_node(tmp_path):
+    """Each try dies in a fresh worker process; the run's counter actor, which every
+    node reaches, holds the three deaths (not a file in one node's temp folder)."""
+    import ray
+
+    counter = base.start_attempt_counts()  # as the driver does for a run
+    ids = [f"doc-{tmp_path.name}"]
+
+    @ray.remote(max_retries=0)
+    def dies_inside_the_call(ids):
+        with base.attempt_guard(ids, "wrap"):
+            os._exit(1)
+
+    @ray.remote(max_retries=0)
+    def tries_again(ids):
+        try:
+            with base.attempt_guard(ids, "wrap"):
+                return "ran"
+        except BatchFailure as err:
+            return str(err)
+
+    for _ in range(base.MAX_BATCH_ATTEMPTS):
+        with pytest.raises(ray.exceptions.RayError):
+            ray.get(dies_inside_the_call.remote(ids))
+    assert ray.get(counter.count.remote(base.batch_key(ids, "wrap"))) == 3  # in the actor
+    assert "died on this batch 3 times" in ray.get(tries_again.remote(ids))
+    assert ray.get(tries_again.remote(ids)) == "ran"  # given up once: the count is cleared

@@ -27,6 +27,7 @@ from thresher.pipeline.engine.config import Config, ConfigError, StageSpec
 from thresher.pipeline.engine.ship import ship
 from thresher.pipeline.engine.worker import SegmentWorker
 from thresher.stages import Resources
+from thresher.stages.base import start_attempt_counts
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ SETTLE_MEMORY = 512 << 20
 # the stage libraries imported (measured at about 300 MB), plus the batches in flight.
 WORKER_BASE_MEMORY = 400 << 20
 BATCH_MEMORY = 128 << 20
+_ATTEMPTS = None  # the run's attempt counter actor, held while the driver lives
 
 
 @dataclass
@@ -239,6 +241,8 @@ def _dataset(units: list[dict], config: Config, settle: dict | None, progress: b
     check_fits(config, segments)
     read = {"batch_rows": config.run.read_batch_rows, "max_text_bytes": config.run.max_text_bytes}
     log.debug("operators: %s", [s.describe() for s in segments])
+    global _ATTEMPTS
+    _ATTEMPTS = start_attempt_counts()  # batch deaths, seen from every node (stages/base)
     ds = ray.data.from_items(units, override_num_blocks=max(1, len(units)))
     if not segments or not segments[0].reads:
         ds = ds.map_batches(read_units, batch_size=1, batch_format="pyarrow",
