@@ -17,7 +17,7 @@ from conftest import good_rows, write_shard
 from e2e_helpers import assert_each_row_once
 from thresher.pipeline.engine.config import load_config
 from thresher.pipeline.engine.dag import WORKER_BASE_MEMORY, plan_segments
-from thresher.pipeline.tools.local_cluster import free_port, start_head, start_node, stop_head
+from thresher.pipeline.tools.local_cluster import start_head, start_node, stop_head
 from thresher.pipeline.engine.run import curate
 
 THRESHER = str(Path(sys.executable).with_name("thresher"))
@@ -119,7 +119,7 @@ def test_a_pool_grows_onto_a_node_that_joins_and_survives_losing_it(tmp_path):
     from thresher.pipeline.tools.local_cluster import client_env
 
     cluster = tmp_path / "cluster"
-    start_head(cluster, port=free_port(), num_cpus=1)  # the tests' PYTHONPATH reaches workers
+    start_head(cluster, port=0, num_cpus=1)  # the tests' PYTHONPATH reaches workers
     try:
         crawl = tmp_path / "crawl"
         shards = [write_shard(crawl / f"s{i}.parquet", good_rows(400, f"s{i}"))

@@ -104,9 +104,10 @@ def _parser() -> argparse.ArgumentParser:
                               "the exports a `ray` or `thresher` client needs")
     cluster.add_argument("--dir", default=".cluster",
                          help="its folder: token, address, log (default .cluster)")
-    cluster.add_argument("--port", type=int, default=6390, help="GCS port (default 6390)")
+    cluster.add_argument("--port", type=int, default=6390,
+                         help="GCS port (default 6390; 0: a free one)")
     cluster.add_argument("--dashboard-port", type=int, default=8265,
-                         help="job server port (default 8265)")
+                         help="job server port (default 8265; 0: a free one)")
     cluster.add_argument("--num-cpus", type=int, help="CPUs it offers (default: all)")
     cluster.set_defaults(func=_cluster)
 
@@ -268,7 +269,7 @@ def _cluster_action(args, local_cluster) -> int:
             address = local_cluster.start_head(args.dir, port=args.port, num_cpus=args.num_cpus,
                                                dashboard_port=args.dashboard_port)
             print(f"thresher: Ray head at {address}, job server at "
-                  f"http://127.0.0.1:{args.dashboard_port} (folder {args.dir})")
+                  f"{local_cluster.running(args.dir)['dashboard']} (folder {args.dir})")
         print(f"  submit jobs after: eval \"$(thresher cluster env --dir {args.dir})\"")
     elif args.action == "down":
         was = local_cluster.running(args.dir)

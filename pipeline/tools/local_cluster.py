@@ -41,6 +41,34 @@ def client_env(cluster_dir: str | Path) -> dict:
 
 def start_head(cluster_dir: str | Path, port: int = 6390, num_cpus: int | None = None,
                timeout: float = 90, dashboard_port: int | None = None) -> str:
+    """Start the head; its address. Port 0 (and dashboard port 0): free ports, tried
+    again with others when another process takes one between the pick and Ray's bind
+    (Ray cannot be handed a socket that is already bound)."""
+    if port and dashboard_port != 0:
+        return _start_head(cluster_dir, port, num_cpus, timeout, dashboard_port)
+    for attempt in range(3):
+        chosen = [port or free_port(), free_port() if dashboard_port == 0 else dashboard_port]
+        try:
+            return _start_head(cluster_dir, chosen[0], num_cpus, timeout, chosen[1])
+        except RuntimeError:
+            # Ray does not say why; go again only when a port we picked was taken.
+            if attempt == 2 or all(_bindable(p) for p in chosen if p):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _bindable(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _start_head(cluster_dir, port, num_cpus, timeout, dashboard_port) -> str:
     cluster_dir = Path(cluster_dir).resolve()
     cluster_dir.mkdir(parents=True, exist_ok=True)
     token = cluster_dir / "auth_token"
