@@ -148,3 +148,25 @@ def test_plan_says_what_a_run_would_do_and_writes_nothing(tmp_path, capsys):
     run([crawl], out)
     assert main(["plan", "-i", str(crawl), "-o", str(out)]) == 0
     assert "3 done" in capsys.readouterr().out
+
+
+def test_a_failed_invariant_is_recorded_as_failed(tmp_path, monkeypatch):
+    """Rows that do not add up on disk: the run raises, and the ledger and the
+    manifest say `failed`, never `finished`."""
+    from thresher.pipeline.engine.run import InvariantError
+    from thresher.pipeline.io.storage import Store
+
+    shard = write_shard(tmp_path / "crawl" / "a.parquet", good_rows(10))
+    out = tmp_path / "out"
+    real = Store.num_rows
+    monkeypatch.setattr(Store, "num_rows", lambda self, path: real(self, path) + 1)
+    with pytest.raises(InvariantError, match="rows do not add up"):
+        run([shard.parent], out)
+    ledger = Ledger(out)
+    try:
+        assert [r["state"] for r in ledger.runs()] == ["failed"]
+        assert [r["state"] for r in ledger.shards()] == ["running"]  # redone next run
+    finally:
+        ledger.close()
+    manifest = json.loads(next((out / "runs").glob("*/manifest.json")).read_text())
+    assert manifest["state"] == "failed" and not manifest["invariant"]["ok"]

@@ -54,3 +54,18 @@ def test_corrupt_row_group_becomes_one_row_standing_for_it(tmp_path):
     assert len(lost) == 1 and lost[0]["_count"] == 10 and lost[0]["source_row"] == 10
     assert "row group 1 unreadable" in lost[0]["_error"]
     assert sum(r["_count"] for r in out) == 30  # nothing lost from the accounting
+
+
+def test_a_bug_in_triage_is_raised_not_quarantined_as_bad_data(tmp_path, monkeypatch):
+    import pytest
+
+    from thresher.pipeline.engine import read
+
+    shard = write_shard(tmp_path / "a.parquet", good_rows(5))
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug in thresher, not in the shard")
+
+    monkeypatch.setattr(read, "triage", broken)
+    with pytest.raises(KeyError, match="a bug in thresher"):
+        read_all(shard)
