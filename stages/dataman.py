@@ -103,13 +103,15 @@ class DataManRating(Stage):
         values: dict = {}
         workdir.mkdir(parents=True, exist_ok=True)
         if self.mode == "student":
+            annotations = None
             if self.teacher_sample > 0 and not self.annotations_path:
                 annotations = self._annotate(sample, workdir / "annotations.parquet")
                 values["annotations"] = str(workdir / "annotations.parquet")
-            else:  # ratings given (`annotations: FILE`): the student learns from them
-                annotations = pq.read_table(self.annotations_path)
             if self.student_dir is None:
                 from thresher.models.dataman_student import train_student
+
+                if annotations is None:  # ratings given (`annotations: FILE`)
+                    annotations = pq.read_table(self.annotations_path)
 
                 card = train_student(annotations, workdir / "student")
                 values["student"] = str(workdir / "student")
