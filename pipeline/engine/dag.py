@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow as pa
 import ray
@@ -59,10 +59,10 @@ class Segment:
     batch_size: int
     reads: bool = False  # reads its shards itself (the first segment, on CPUs)
     settles: bool = False  # decides and writes itself (the last segment, on CPUs)
-    names: list[str] = field(init=False)
 
-    def __post_init__(self):
-        self.names = [s.name for s in self.specs]
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
 
     def describe(self) -> dict:
         return {"stages": self.names, "num_cpus": round(self.num_cpus, 4),
@@ -182,11 +182,10 @@ def _size_pools(segments: list[Segment], cpus: float, gpus: float, units: int,
         seg.pool = (1, None if alone else workers, max(1, initial))
 
 
-def check_fits(config: Config, segments: list[Segment] | None = None) -> None:
+def check_fits(config: Config, segments: list[Segment]) -> None:
     """Refuse a pipeline the cluster cannot run at once: Ray Data would wait for
     resources that never come, and the run would hang without a word."""
     have = ray.cluster_resources()
-    segments = segments if segments is not None else plan_segments(config, have, 1)
     cpus = (0 if segments and segments[0].reads else READ_CPUS) + \
         (0 if segments and segments[-1].settles else SETTLE_CPUS)
     cpus += sum(seg.num_cpus * (seg.concurrency or seg.pool[0]) for seg in segments)

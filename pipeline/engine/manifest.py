@@ -31,7 +31,7 @@ def versions() -> dict:
 def build(run_id, state, started, config, inputs, plan, tallies, violations,
           extra: dict | None = None) -> dict:
     shards, reasons, errors, seconds, synthetic = [], Counter(), Counter(), Counter(), Counter()
-    workers, peak = Counter(), {}
+    workers: dict = {}
     for tally in tallies.values():
         shard = tally.shard
         shards.append({"path": shard.path, "key": shard.key, "size": shard.size,
@@ -42,9 +42,10 @@ def build(run_id, state, started, config, inputs, plan, tallies, violations,
         errors.update(tally.errors)
         seconds.update(tally.stage_seconds)
         synthetic.update(tally.synthetic)
-        workers.update(tally.workers)
-        for name, rss in tally.peak_rss.items():
-            peak[name] = max(peak.get(name, 0), rss)
+        for name, (rows_done, rss) in tally.workers.items():
+            seen = workers.setdefault(name, {"rows": 0, "peak_rss_bytes": 0})
+            seen["rows"] += rows_done
+            seen["peak_rss_bytes"] = max(seen["peak_rss_bytes"], rss)
     totals = Counter()
     for entry in shards:
         totals.update({k: entry[k] for k in ("rows_in", "curated", "rejected", "quarantined")})
@@ -75,8 +76,7 @@ def build(run_id, state, started, config, inputs, plan, tallies, violations,
         **(extra or {}),
         # Which node and process read and scored how many rows, and each worker's peak
         # RSS (against the memory its operator declared, in `operators`).
-        "workers": {name: {"rows": rows_done, "peak_rss_bytes": peak.get(name)}
-                    for name, rows_done in sorted(workers.items())},
+        "workers": dict(sorted(workers.items())),
         "nodes": _per_node(workers),
         "synthetic": _synthetic_summary(synthetic),
         "drop_reasons": dict(reasons.most_common()),
@@ -122,10 +122,10 @@ def _copy_to_output(out: Store, run_id: str, manifest: str, report_path: Path | 
         log.exception("could not copy the manifest of run %s to %s", run_id, out.location)
 
 
-def _per_node(workers: Counter) -> dict:
+def _per_node(workers: dict) -> dict:
     nodes = Counter()
-    for name, rows in workers.items():
-        nodes[name.split("/")[0]] += rows
+    for name, seen in workers.items():
+        nodes[name.split("/")[0]] += seen["rows"]
     return dict(nodes)
 
 

@@ -52,25 +52,23 @@ class Tally:
     curated: int = 0
     rejected: int = 0
     quarantined: int = 0
-    parts: int = 0
     reasons: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     stage_seconds: Counter = field(default_factory=Counter)
     synthetic: Counter = field(default_factory=Counter)  # "real_tokens", "<style>.rows", ...
-    workers: Counter = field(default_factory=Counter)  # rows per "<node id>/<pid>"
-    peak_rss: dict = field(default_factory=dict)  # worker -> its peak RSS, bytes
+    workers: dict = field(default_factory=dict)  # "<node id>/<pid>" -> [rows, peak RSS]
     files: list = field(default_factory=list)  # "<outcome>/<part name>" of its real parts
 
     def add(self, row: dict) -> None:
-        for name in ("rows", "curated", "rejected", "quarantined", "parts"):
+        for name in ("rows", "curated", "rejected", "quarantined"):
             setattr(self, name, getattr(self, name) + row[name])
         self.reasons.update(json.loads(row["reasons"]))
         self.errors.update(json.loads(row["errors"]))
         self.stage_seconds.update(json.loads(row["stage_seconds"]))
         self.files += json.loads(row.get("files") or "[]")
         for name, (rows, peak) in json.loads(row.get("workers") or "{}").items():
-            self.workers[name] += rows
-            self.peak_rss[name] = max(self.peak_rss.get(name, 0), peak)
+            seen = self.workers.setdefault(name, [0, 0])
+            seen[0], seen[1] = seen[0] + rows, max(seen[1], peak)
         mix = json.loads(row.get("synthetic") or "{}")
         if mix:
             self.synthetic["real_tokens"] += mix["real_tokens"]

@@ -24,7 +24,7 @@ OUTCOMES = ("curated", "rejected", "quarantine")
 TALLY_SCHEMA = pa.schema([
     ("shard", pa.string()), ("rows", pa.int64()), ("curated", pa.int64()),
     ("rejected", pa.int64()), ("quarantined", pa.int64()), ("reasons", pa.string()),
-    ("errors", pa.string()), ("stage_seconds", pa.string()), ("parts", pa.int64()),
+    ("errors", pa.string()), ("stage_seconds", pa.string()),
     ("synthetic", pa.string()), ("workers", pa.string()), ("files", pa.string()),
 ])
 SYNTHETIC_PART = "syn"  # part-<shard key>-syn<first parent row>.parquet, in curated/
@@ -67,7 +67,6 @@ def _settle_shard(rows: pa.Table, key: str, out: Store, part_max_rows: int,
         "reasons": json.dumps(Counter(rows.column("drop_reason").drop_null().to_pylist())),
         "errors": json.dumps(Counter(_head(e) for e in rows.column("_error").drop_null().to_pylist())),
         "stage_seconds": json.dumps({c[3:]: pc.sum(rows.column(c)).as_py() or 0.0 for c in timing}),
-        "parts": 0,
         "synthetic": "{}",
         # Per worker (<node id>/<pid>) that read and scored them: rows, peak RSS.
         "workers": json.dumps(_per_worker(rows)),
@@ -91,7 +90,7 @@ def _settle_shard(rows: pa.Table, key: str, out: Store, part_max_rows: int,
     for outcome, table in outputs.items():
         files += [f"{outcome}/{name}" for name in _write_parts(
             table, out, outcome, key, "", part_max_rows, part_max_bytes)]
-    tally["parts"], tally["files"] = len(files), json.dumps(files)
+    tally["files"] = json.dumps(files)
     if synthetic is not None:
         _write_parts(synthetic, out, "curated", key, SYNTHETIC_PART, part_max_rows,
                      part_max_bytes)
