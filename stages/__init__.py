@@ -8,12 +8,13 @@ import importlib
 from thresher.stages.base import Resources, Stage
 from thresher.stages.ccnet import CCNetPerplexity
 from thresher.stages.dataman import DataManRating
+from thresher.stages.dedup import Dedup
 from thresher.stages.harm import HarmfulPerplexity
 from thresher.stages.lang import LanguageID
 from thresher.stages.wrap import WrapRephrase
 
 STAGES: dict[str, type[Stage]] = {
-    cls.name: cls for cls in (LanguageID, CCNetPerplexity, HarmfulPerplexity, DataManRating,
+    cls.name: cls for cls in (Dedup, LanguageID, CCNetPerplexity, HarmfulPerplexity, DataManRating,
                                  WrapRephrase)}
 
 

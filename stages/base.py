@@ -80,6 +80,10 @@ class Stage:
     # would be thrown away, such as WRAP); the others get the stage's columns as nulls.
     # A config may override it per stage (`kept_only: true|false`).
     kept_only: bool = False
+    # True: a row that fails a filter on this stage's own columns is decided at once
+    # (its drop reason set before the later stages), so that no later stage spends
+    # time on it: dedup, whose dropped copies need no score of their own.
+    gate: bool = False
     # False for stages that hold an LLM: they keep an operator of their own, so that a
     # pool of cheap CPU workers does not load the LLM into every worker.
     fusable: bool = True

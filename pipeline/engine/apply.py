@@ -37,8 +37,23 @@ def apply_stage(stage: Stage, batch: pa.Table, rules: tuple[Rule, ...] = ()) -> 
         parts.append(_with_stage_nulls(stage, waiting))
     out = pa.concat_tables(parts, promote_options="permissive") if parts else \
         _with_stage_nulls(stage, batch)
+    if stage.gate:
+        out = _gate(stage, out, rules)
     per_row = (time.perf_counter() - start) / max(batch.num_rows, 1)
     return out.append_column(f"_t_{stage.name}", pa.array([per_row] * out.num_rows, pa.float64()))
+
+
+def _gate(stage: Stage, table: pa.Table, rules: tuple[Rule, ...]) -> pa.Table:
+    """Rows in play that fail a rule on the gate stage's columns get that rule's drop
+    reason now (in `_pre`): the later stages skip them."""
+    pre = table.column("_pre")
+    in_play = pc.and_(pc.is_null(table.column("_error")), pc.is_null(pre))
+    for rule in rules:
+        if rule.column in stage.columns:
+            fails = pc.and_(in_play, pc.invert(rule.passes(table)))
+            pre = pc.if_else(fails, pa.scalar(rule.reason), pre)
+            in_play = pc.and_(in_play, pc.invert(fails))
+    return table.set_column(table.schema.get_field_index("_pre"), "_pre", pre)
 
 
 def _score_isolating(stage: Stage, table: pa.Table) -> tuple[list[pa.Table], list[pa.Table]]:

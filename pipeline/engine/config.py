@@ -116,8 +116,12 @@ def parse_config(raw: object, source: str) -> Config:
                               f"configured stage adds (they add: {', '.join(sorted(produced))})")
         filters.append(rule)
     mixture = _mixture(raw["mixture"], source) if raw.get("mixture") else None
-    return Config(stages=stages, filters=filters, run=run, source=source, raw=raw,
-                  mixture=mixture)
+    config = Config(stages=stages, filters=filters, run=run, source=source, raw=raw,
+                    mixture=mixture)
+    from thresher.pipeline.steps.dedup import check_placement  # it imports this module
+
+    check_placement(config)
+    return config
 
 
 def _mixture(values: object, source: str) -> MixtureOptions:

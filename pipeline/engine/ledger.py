@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS shards (
     path TEXT PRIMARY KEY, size INTEGER, fingerprint TEXT, state TEXT, run_id TEXT,
     rows_in INTEGER, curated INTEGER, rejected INTEGER, quarantined INTEGER,
     error TEXT, updated REAL);
+CREATE TABLE IF NOT EXISTS shard_numbers (
+    number INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT UNIQUE);
 CREATE TABLE IF NOT EXISTS shard_history (
     run_id TEXT, path TEXT, fingerprint TEXT, state TEXT, rows_in INTEGER,
     curated INTEGER, rejected INTEGER, quarantined INTEGER, error TEXT, at REAL);
@@ -72,6 +74,24 @@ class Ledger:
             "INSERT OR REPLACE INTO shards VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (path, size, fingerprint, state, run_id, *(counts[c] for c in COUNTS), error,
              time.time()))
+
+    def shard_numbers(self, paths: list[str]) -> dict[str, int]:
+        """A number per shard path, given once and never reused: dedup names a
+        document by (number << 32 | row), 8 bytes instead of a path and a row."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR IGNORE INTO shard_numbers (path) VALUES (?)",
+                                [(p,) for p in paths])
+        found = {}
+        for start in range(0, len(paths), 500):
+            chunk = paths[start:start + 500]
+            found.update(self.db.execute(
+                f"SELECT path, number FROM shard_numbers WHERE path IN "
+                f"({','.join('?' * len(chunk))})", chunk).fetchall())
+        return found
+
+    def done_paths(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT path FROM shards WHERE state = 'done'")]
 
     def runs(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM runs ORDER BY started").fetchall()

@@ -34,9 +34,11 @@ def read_units(batch: pa.Table, *, batch_rows: int, max_text_bytes: int) -> Iter
 
 def read_unit(unit: dict, *, batch_rows: int, max_text_bytes: int) -> Iterator[pa.Table]:
     """The rows a read unit names: {path, key}, and for a sample also `row_groups`
-    (which ones to read) and `rate` (the share of their rows to keep, by a hash)."""
+    (which ones to read) and `rate` (the share of their rows to keep, by a hash);
+    `columns` (optional) reads only those columns (and `text` and `id`)."""
     rows = read_shard(unit["path"], unit["key"], batch_rows=batch_rows,
-                      max_text_bytes=max_text_bytes, row_groups=unit.get("row_groups"))
+                      max_text_bytes=max_text_bytes, row_groups=unit.get("row_groups"),
+                      columns=unit.get("columns"))
     rate = unit.get("rate")
     if rate is None or rate >= 1:
         yield from rows
@@ -53,22 +55,28 @@ def sample_hash(key: str, row: int) -> float:
 
 
 def read_shard(path: str, key: str, *, batch_rows: int, max_text_bytes: int,
-               row_groups: list[int] | None = None) -> Iterator[pa.Table]:
+               row_groups: list[int] | None = None,
+               columns: list[str] | None = None) -> Iterator[pa.Table]:
     with storage.open_input(path) as handle:
         yield from _read_groups(pq.ParquetFile(handle), path, key, batch_rows, max_text_bytes,
-                                row_groups)
+                                row_groups, columns)
 
 
 def _read_groups(parquet: pq.ParquetFile, path: str, key: str, batch_rows: int,
-                 max_text_bytes: int, wanted: list[int] | None = None) -> Iterator[pa.Table]:
+                 max_text_bytes: int, wanted: list[int] | None = None,
+                 columns: list[str] | None = None) -> Iterator[pa.Table]:
     seen_ids: set[str] = set()
+    if columns is not None:  # Parquet is columnar: the others are not even fetched
+        present = parquet.schema_arrow.names
+        columns = [c for c in present if c in {"text", "id", *columns}]
     meta = parquet.metadata
     starts = [0]
     for group in range(meta.num_row_groups):
         starts.append(starts[-1] + meta.row_group(group).num_rows)
     for group in range(meta.num_row_groups) if wanted is None else sorted(wanted):
         row, group_end = starts[group], starts[group + 1]
-        batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[group])
+        batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[group],
+                                       columns=columns)
         while True:
             # Only the decoding is guarded: an error in triage is a bug, not bad data.
             try:

@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.fs as pafs  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from thresher.pipeline.io.storage import Store  # noqa: E402
@@ -34,6 +35,9 @@ def write(out: Store, run_dir: Path, manifest: dict) -> Path:
     figures = [_outcomes(manifest), _reasons(manifest)]
     if "lang" in curated.column_names + rejected.column_names:
         figures.append(_per_language(curated, rejected))
+    if "dup_keep" in curated.column_names + rejected.column_names:
+        figures += [_cluster_sizes(out, manifest["run_id"]),
+                    *(_dup_rate(curated, rejected, by) for by in ("source", "crawl"))]
     for column in _score_columns(curated, rejected):
         figures.append(_histogram(column, curated, rejected))
     proportions = out.path("mixture", "proportions.json")
@@ -61,7 +65,8 @@ def _sample(out: Store, folder: str, keys: set[str]) -> pa.Table:
 
 
 def _scalar(typ: pa.DataType) -> bool:
-    return pa.types.is_floating(typ) or pa.types.is_integer(typ) or pa.types.is_string(typ)
+    return (pa.types.is_floating(typ) or pa.types.is_integer(typ) or pa.types.is_string(typ)
+            or pa.types.is_boolean(typ))
 
 
 def _score_columns(*tables: pa.Table) -> list[str]:
@@ -145,6 +150,56 @@ def _per_language(curated: pa.Table, rejected: pa.Table) -> str:
         ax.set_title("documents per language (top 25)")
         ax.tick_params(axis="x", rotation=60)
         ax.legend()
+    return _figure(draw)
+
+
+def _cluster_sizes(out: Store, run_id: str) -> str | None:
+    """Clusters this run found or grew, by size (members across all runs so far)."""
+    sizes: dict[int, int] = {}
+    seen = set()
+    for folder in out.fs.get_file_info(pafs.FileSelector(out.path("dedup", "clusters"),
+                                                         allow_not_found=True)):
+        path = f"{folder.path}/{run_id}.parquet"
+        if folder.type != pafs.FileType.Directory or not out.exists(path):
+            continue
+        table = out.read_table(path, columns=["rep", "size"])
+        for rep, size in zip(table.column("rep").to_pylist(), table.column("size").to_pylist()):
+            if rep not in seen:
+                seen.add(rep)
+                sizes[size] = sizes.get(size, 0) + 1
+        if len(seen) >= SAMPLE_ROWS:
+            break
+    if not sizes:
+        return None
+
+    def draw(ax):
+        ax.bar([str(k) for k in sorted(sizes)], [sizes[k] for k in sorted(sizes)], color="#36c")
+        ax.set_yscale("log")
+        ax.set_xlabel("documents in the cluster")
+        ax.set_title("duplicate clusters by size (this run's, counting earlier runs' members)")
+        ax.tick_params(axis="x", rotation=60)
+    return _figure(draw)
+
+
+def _dup_rate(curated: pa.Table, rejected: pa.Table, by: str) -> str | None:
+    """The share of documents dedup removed, per value of `by` (top 25 by count)."""
+    counts: dict[str, list[int]] = {}
+    for table in (curated, rejected):
+        if by not in table.column_names or "dup_keep" not in table.column_names:
+            continue
+        for value, keep in zip(table.column(by).to_pylist(), table.column("dup_keep").to_pylist()):
+            entry = counts.setdefault(str(value), [0, 0])
+            entry[0] += 1
+            entry[1] += keep is False
+    if not counts:
+        return None
+    names = sorted(counts, key=lambda k: -counts[k][0])[:25]
+
+    def draw(ax):
+        ax.bar(names, [100 * counts[n][1] / counts[n][0] for n in names], color="#36c")
+        ax.set_ylabel("% removed as duplicates")
+        ax.set_title(f"duplicate rate by {by} (sample)")
+        ax.tick_params(axis="x", rotation=60)
     return _figure(draw)
 
 

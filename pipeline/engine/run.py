@@ -137,6 +137,7 @@ def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpu
              ", ".join(f"{v} {k}" for k, v in plan.items() if v))
     tallies: dict[str, Tally] = {}
     state, violations, calibration, settings, mixture = "nothing-to-do", [], {}, {}, None
+    dedup, index = {}, None
     operators: list[dict] = []
     try:
         if todo:
@@ -150,6 +151,8 @@ def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpu
                     from thresher.pipeline.steps.calibrate import calibrate
 
                     dag.connect(address, num_cpus)
+                with _phase(phases, "dedup"):
+                    config, dedup = _dedup(run_id, store, config, readable, ledger)
                 with _phase(phases, "calibration"):
                     config, calibration = calibrate(config, readable, state_dir, run_id)
                     settings = {spec.name: spec.build().describe() for spec in config.stages}
@@ -158,6 +161,8 @@ def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpu
                             operators)
             with _phase(phases, "recount"):
                 violations = _verify_on_disk(run_id, store, tallies, ledger)
+            if dedup:
+                index = _record_index(store, config, dedup, tallies, ledger)
             if config.mixture and not violations:
                 with _phase(phases, "mixture"):
                     mixture = _mix(store, config)
@@ -170,7 +175,9 @@ def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpu
         manifest_path, report_path = manifest_mod.write(
             store, state_dir, run_id, state, started, config, inputs, plan, tallies, violations,
             {"calibration": calibration, "stage_settings": settings, "mixture": mixture,
-             "operators": operators, "phases": phases})
+             "operators": operators, "phases": phases,
+             "dedup": {k: v for k, v in dedup.items() if k != "pending_index"}
+             | ({"index": index} if index else {})})
         ledger.finish_run(run_id, state, totals)
         ledger.close()
     result = RunResult(run_id, state, store.location, totals, manifest_path, report_path, plan,
@@ -262,6 +269,28 @@ def _settle_unreadable(run_id, out: Store, todo, ledger, tallies) -> list[Shard]
             ledger.claim(run_id, shard.path, shard.size, shard.fingerprint)
             readable.append(shard)
     return readable
+
+
+def _dedup(run_id, store: Store, config: Config, shards: list[Shard], ledger: Ledger):
+    """Clusters of duplicates before the stream, when the config has a dedup stage."""
+    from thresher.pipeline.steps.dedup import find_stage, run_dedup
+
+    if find_stage(config) is None:
+        return config, {}
+    numbers = ledger.shard_numbers([s.path for s in shards] + ledger.done_paths())
+    return run_dedup(config, shards, store, numbers, ledger.done_paths(), run_id)
+
+
+def _record_index(store: Store, config: Config, dedup: dict, tallies, ledger: Ledger) -> dict:
+    """The dedup index gains the shards this run finished (done in the ledger: their
+    rows add up on disk)."""
+    from thresher.pipeline.steps.dedup import index_size, record_index
+    from thresher.stages.dedup import shard_folder
+
+    finished = {shard_folder(t.shard.path) for t in tallies.values()
+                if (ledger.get(t.shard.path) or {"state": None})["state"] == "done"}
+    record_index(store, config, dedup, finished)
+    return index_size(store)
 
 
 def _pool_text(seg) -> str:

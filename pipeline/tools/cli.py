@@ -223,7 +223,19 @@ def _plan(args) -> int:
         if entry["action"] != "done":
             note = f"  (unreadable: {entry['error']})" if entry["error"] else ""
             print(f"  {entry['action']:<8} {entry['rows'] or 0:>10,}  {entry['path']}{note}")
+    print(_index_line(args.output))
     return 0
+
+
+def _index_line(output: str) -> str:
+    """The dedup index that new documents are matched against (OUT/dedup)."""
+    from thresher.pipeline.steps.dedup import index_size
+
+    size = index_size(Store.at(output))
+    if not size:
+        return "dedup index: empty (no run with dedup has finished a shard here)"
+    return (f"dedup index: {size['documents']:,} documents from {size['shards']:,} shards, "
+            f"{size['bytes'] / 1e6:,.1f} MB in {Store.at(output).uri('dedup')}")
 
 
 def _import(args) -> int:
@@ -314,6 +326,7 @@ def _status(args) -> int:
     pending = [row["path"] for row in shards if row["state"] not in ("done", "quarantined")]
     if pending:
         print(f"{len(pending)} shard(s) not finished (resumed by the next run), e.g. {pending[0]}")
+    print(_index_line(args.output))
     ledger.close()
     return 0
 
