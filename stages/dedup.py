@@ -78,6 +78,11 @@ class Dedup(Stage):
                 "exact": self.exact, "url": self.url and self.url_column,
                 "keep_by": self.keep_by or "hash of the id"}
 
+    def memory_estimate(self) -> int:
+        """No model: the permutation blocks (about 60 MB at once) and one shard's
+        decisions."""
+        return 96 << 20
+
     def setup(self) -> None:
         self._hasher = MinHasher(self.settings)
 

@@ -11,9 +11,10 @@ def write(tmp_path, text):
 
 def test_default_config_runs_every_built_stage():
     config = load_config()
-    assert [s.name for s in config.stages] == ["lang", "ccnet", "harm", "dataman", "wrap"]
+    assert [s.name for s in config.stages] == ["dedup", "lang", "ccnet", "harm", "dataman",
+                                               "wrap"]
     assert [str(r) for r in config.filters] == [
-        "lang_score >= 0.5", "ccnet_bucket != tail", "harm_flag != true",
+        "dup_keep != false", "lang_score >= 0.5", "ccnet_bucket != tail", "harm_flag != true",
         "dataman_selected != false"]
     # Its smallest pools fit on 2 cores at once, and its pools fill them.
     from thresher.pipeline.engine.dag import plan_segments

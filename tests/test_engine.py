@@ -32,7 +32,8 @@ def config_file(tmp_path, text, name="c.yaml"):
 
 def test_default_config_fuses_the_cpu_stages_and_gives_the_llm_its_own_operator():
     segments = plan_segments(load_config(), {"CPU": 2.0}, units=8)
-    assert [s.names for s in segments] == [["lang", "ccnet", "harm", "dataman"], ["wrap"]]
+    assert [s.names for s in segments] == [["dedup", "lang", "ccnet", "harm", "dataman"],
+                                           ["wrap"]]
     cpu, llm = segments
     assert cpu.reads and not cpu.settles and llm.settles and not llm.reads
     # WRAP's fixed 0.25 CPU leaves 1.75 for the CPU pool: two workers of 0.875 each.
@@ -40,7 +41,7 @@ def test_default_config_fuses_the_cpu_stages_and_gives_the_llm_its_own_operator(
     assert cpu.pool == (1, 2, 2) and cpu.num_cpus == pytest.approx(0.875)
     # Memory: a worker's base plus what each stage's models take.
     stages = load_config().stages
-    assert cpu.memory > WORKER_BASE_MEMORY + sum(s.memory_estimate for s in stages[:4]) - 1
+    assert cpu.memory > WORKER_BASE_MEMORY + sum(s.memory_estimate for s in stages[:5]) - 1
     assert all(s.memory_estimate > 0 for s in stages)
 
 
@@ -89,8 +90,9 @@ def test_kept_only_is_a_config_choice_per_stage(tmp_path):
                                    "  - stage: ccnet\n")
     lang, ccnet = (spec.build() for spec in config.stages)
     assert lang.kept_only and not ccnet.kept_only
-    assert not load_config().stages[0].build().kept_only  # cheap scores: every row
-    assert load_config().stages[4].build().kept_only  # WRAP: only what is kept
+    default = {spec.name: spec.build() for spec in load_config().stages}
+    assert not default["lang"].kept_only  # cheap scores: every row
+    assert default["wrap"].kept_only  # WRAP: only what is kept
 
 
 @pytest.mark.usefixtures("ray_cluster")
