@@ -208,6 +208,11 @@ def test_a_second_crawl_is_deduplicated_against_the_first(tmp_path, dedup_config
     assert index["docs"] == originals.num_rows + fresh.num_rows
     run = __import__("json").loads(again.manifest_path.read_text())
     assert run["dedup"]["index"]["documents"] == originals.num_rows + fresh.num_rows
+    for command in (["status", "-o", str(out)], ["plan", "-i", str(second), "-o", str(out)]):
+        shown = subprocess.run([THRESHER, *command], capture_output=True, text=True,
+                               cwd=tmp_path, check=True).stdout
+        assert f"dedup index: {originals.num_rows + fresh.num_rows:,} documents from 3 " \
+            "shards" in shown
 
 
 def test_dups_skip_the_later_stages(tmp_path):
