@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 SIGNATURES = "dedup/signatures"
 CLUSTERS = "dedup/clusters"
 INDEX_FILE = "dedup/index.json"
-KEY_ROWS_PER_PARTITION = 4_000_000  # about 100 MB of key rows per shuffle partition
+KEY_ROWS_PER_PARTITION = 4_000_000
+FILE_ROWS = 500_000  # signatures a worker holds before writing them (about 90 MB)  # about 100 MB of key rows per shuffle partition
 MAX_ROUNDS = 60
 NONE = -1  # no uid (an old document that was in no cluster)
 
@@ -119,11 +120,10 @@ def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
     units = [{"path": s.path, "key": s.key, "folder": shard_folder(s.path),
               "number": numbers[s.path]} for s in todo]
     new_keys = _signature_pass(units, config, at, store, buckets, cpus, config.run)
-    old = [{"folder": f, "number": n} for f, n in sorted(done.items())
-           if n is not None and store.files(f"{SIGNATURES}/{f}", "*.parquet")]
+    old = [{"folder": f, "number": n} for f, n in sorted(done.items())]
     keys = new_keys
     if old:
-        keys = keys.union(ray.data.from_items(old, override_num_blocks=len(old)).map_batches(
+        keys = keys.union(_units(old, cpus).map_batches(
             _old_keys, batch_size=1, batch_format="pyarrow",
             fn_kwargs={"out": store.location, "buckets": buckets}))
     with _phase(phases, "signatures+candidates"):
@@ -150,8 +150,10 @@ def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
             if rounds >= MAX_ROUNDS:
                 raise RuntimeError(f"dedup: components did not settle in {MAX_ROUNDS} rounds")
     with _phase(phases, "decisions"):
-        written = _decide(graph, store, todo, old, buckets, partitions, run_id) if edges else []
+        written = (_decide(graph, store, todo, old, buckets, partitions, cpus, run_id)
+                   if edges else [])
     per_shard = _signed_counts(store, todo)
+    paths = {shard_folder(s.path): s.path for s in todo}
     summary = {
         "documents_signed": sum(per_shard.values()), "index_documents_before": index_docs,
         "partitions": partitions, "candidate_edges": edges, "rounds": rounds,
@@ -159,7 +161,8 @@ def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
         "removed": sum(w["removed"] for w in written),
         "clusters_touched": sum(w["kept"] for w in written),
         "seconds": {k: round(v, 2) for k, v in phases.items()},
-        "per_shard": {w["folder"]: w["removed"] for w in written},
+        "removed_per_shard": {paths[w["folder"]]: w["removed"] for w in written
+                              if w["removed"]},
     }
     summary["seconds"]["total"] = round(time.perf_counter() - started, 2)
     log.info("dedup: %s documents signed against an index of %s; %s candidate pairs, "
@@ -228,29 +231,45 @@ class Signer:
         for unit in batch.to_pylist():
             if self.before is None:
                 unit = {**unit, "columns": self.stage.input_columns()}
+            held, rows = [], 0
             for table in read_unit(unit, **self.read):
                 if self.before is not None:
                     table = self.before.score(table)
                 play = pc.and_(pc.is_null(table.column("_error")),
                                pc.is_null(table.column("_pre")))
                 table = table.filter(play)
-                if table.num_rows:
-                    yield self._sign(table, unit)
+                if not table.num_rows:
+                    continue
+                signature, keys = self._sign(table, unit)
+                held.append(signature)
+                rows += signature.num_rows
+                yield keys
+                if rows >= FILE_ROWS:
+                    self._write(held, unit)
+                    held, rows = [], 0
+            self._write(held, unit)
 
-    def _sign(self, table: pa.Table, unit: dict) -> pa.Table:
+    def _sign(self, table: pa.Table, unit: dict) -> tuple[pa.Table, pa.Table]:
+        """The rows' signature entries, and their key rows for the shuffle."""
         rows = table.column("source_row").to_numpy().astype(np.int64)
         uid = (np.int64(unit["number"]) << np.int64(32)) | rows
         keys = self.stage.keys(table)
-        flat = keys.reshape(-1)
         signature = pa.table({
             "uid": uid, "row": rows, "id": table.column("id"),
             "prio": self.stage.priority(table),
-            "keys": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.uint64()),
+            "keys": pa.FixedSizeListArray.from_arrays(pa.array(keys.reshape(-1), pa.uint64()),
                                                       keys.shape[1])})
-        self.out.write_table(signature, self.out.path(
-            SIGNATURES, unit["folder"], f"{int(rows[0]):010d}.parquet"))
-        return _key_rows(keys, uid, np.ones(len(uid), bool), np.full(len(uid), NONE),
-                         self.buckets)
+        return signature, _key_rows(keys, uid, np.ones(len(uid), bool),
+                                    np.full(len(uid), NONE), self.buckets)
+
+    def _write(self, held: list[pa.Table], unit: dict) -> None:
+        """One index file per shard (per FILE_ROWS rows of a large one), named by its
+        first row: a retried shard rewrites the same files."""
+        if held:
+            table = pa.concat_tables(held)
+            first = table.column("row")[0].as_py()
+            self.out.write_table(table, self.out.path(SIGNATURES, unit["folder"],
+                                                      f"{first:010d}.parquet"))
 
 
 def _key_rows(keys: np.ndarray, uid, new, rep, buckets: int) -> pa.Table:
@@ -375,23 +394,22 @@ ATTR_SCHEMA = pa.schema([("bucket", pa.int64()), ("uid", pa.int64()), ("label", 
                          ("rep_id", pa.string())])
 
 
-def _decide(graph, store: Store, todo, old, buckets: int, partitions: int, run_id: str):
-    import ray
-
+def _decide(graph, store: Store, todo, old, buckets: int, partitions: int, cpus: int,
+            run_id: str):
     labels = graph.filter(expr=col("kind") == OWN).map_batches(
         _labels, batch_format="pyarrow", fn_kwargs={"buckets": buckets})
     folders = [{"folder": shard_folder(s.path), "new": True} for s in todo] + \
         [{"folder": o["folder"], "new": False} for o in old]
-    attrs = ray.data.from_items(folders, override_num_blocks=max(1, len(folders))).map_batches(
+    attrs = _units(folders, cpus).map_batches(
         _attributes, batch_size=1, batch_format="pyarrow",
         fn_kwargs={"out": store.location, "buckets": buckets})
     members = labels.union(attrs).groupby("bucket", num_partitions=partitions).map_groups(
         _members, batch_format="pyarrow", fn_kwargs={"buckets": buckets})
     chosen = members.groupby("bucket", num_partitions=partitions).map_groups(
         _choose, batch_format="pyarrow", fn_kwargs={"buckets": buckets})
-    earlier = ray.data.from_items([o for o in old], override_num_blocks=max(1, len(old))) \
-        .map_batches(_earlier_members, batch_size=1, batch_format="pyarrow",
-                     fn_kwargs={"out": store.location, "buckets": buckets}) if old else None
+    earlier = _units(old, cpus).map_batches(
+        _earlier_members, batch_size=1, batch_format="pyarrow",
+        fn_kwargs={"out": store.location, "buckets": buckets}) if old else None
     sized = (chosen.union(earlier) if earlier is not None else chosen).groupby(
         "bucket", num_partitions=partitions).map_groups(_sizes, batch_format="pyarrow")
     written = sized.groupby("folder").map_groups(
@@ -556,6 +574,14 @@ def _write_decisions(group: pa.Table, *, out: str, run_id: str) -> pa.Table:
 
 
 # ---- the index -------------------------------------------------------------------
+
+def _units(items: list[dict], cpus: int):
+    """Per-shard work items as a dataset of a few blocks per CPU: one task reads many
+    small index files, not one task each."""
+    import ray
+
+    return ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * cpus)))
+
 
 def _bucket(values: np.ndarray, buckets: int) -> np.ndarray:
     return (_finalize(np.asarray(values).astype(np.uint64)) % np.uint64(buckets)).astype(np.int64)
