@@ -172,8 +172,11 @@ def _cluster_sizes(out: Store, run_id: str) -> str | None:
     if not sizes:
         return None
 
-    def draw(ax):
-        ax.bar([str(k) for k in sorted(sizes)], [sizes[k] for k in sorted(sizes)], color="#36c")
+    order = sorted(sizes)
+
+    def draw(ax):  # positions, not labels: labels that read as numbers make matplotlib talk
+        ax.bar(range(len(order)), [sizes[k] for k in order], color="#36c")
+        ax.set_xticks(range(len(order)), [str(k) for k in order])
         ax.set_yscale("log")
         ax.set_xlabel("documents in the cluster")
         ax.set_title("duplicate clusters by size (this run's, counting earlier runs' members)")
@@ -196,7 +199,9 @@ def _dup_rate(curated: pa.Table, rejected: pa.Table, by: str) -> str | None:
     names = sorted(counts, key=lambda k: -counts[k][0])[:25]
 
     def draw(ax):
-        ax.bar(names, [100 * counts[n][1] / counts[n][0] for n in names], color="#36c")
+        ax.bar(range(len(names)), [100 * counts[n][1] / counts[n][0] for n in names],
+               color="#36c")
+        ax.set_xticks(range(len(names)), names)
         ax.set_ylabel("% removed as duplicates")
         ax.set_title(f"duplicate rate by {by} (sample)")
         ax.tick_params(axis="x", rotation=60)
