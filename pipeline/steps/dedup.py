@@ -412,7 +412,7 @@ def _decide(graph, store: Store, todo, old, buckets: int, partitions: int, cpus:
         fn_kwargs={"out": store.location, "buckets": buckets}) if old else None
     sized = (chosen.union(earlier) if earlier is not None else chosen).groupby(
         "bucket", num_partitions=partitions).map_groups(_sizes, batch_format="pyarrow")
-    written = sized.groupby("folder").map_groups(
+    written = sized.groupby("folder", num_partitions=partitions).map_groups(
         _write_decisions, batch_format="pyarrow",
         fn_kwargs={"out": store.location, "run_id": run_id})
     return [row for batch in written.iter_batches(batch_format="pyarrow", batch_size=None)
