@@ -27,6 +27,7 @@ STUDENT_CHARS = 4000  # what the student reads of a document: enough, and bounde
 FASTTEXT = dict(epoch=30, lr=0.3, wordNgrams=2, dim=32, bucket=50_000, minCount=1,
                 loss="softmax", thread=1, seed=0, verbose=0)
 MIN_ROWS = 10
+TRAIN_ATTEMPTS = 5  # trainings (each with its own seed) before a non-finite model is an error
 
 _SPACE = re.compile(r"\s+")
 
@@ -88,17 +89,41 @@ def _train_in_fresh_process(jobs: list[tuple[str, str]]) -> None:
 
 
 def _train_files(jobs: list[tuple[str, str]]) -> None:
+    """Train each model until its weights are all finite. A fresh process is not
+    enough: fastText can still end a training with a NaN row in its input matrix (seen
+    in 2 of 15 models, 1 run in 6), and every document whose words or n-grams hash to
+    that row then fails at prediction. Each retry uses another seed."""
     import fasttext
 
     for source, target in jobs:
-        for attempt in range(3):
+        problem = ""
+        for attempt in range(TRAIN_ATTEMPTS):
             try:
-                model = fasttext.train_supervised(input=source, **FASTTEXT)
-                break
+                model = fasttext.train_supervised(input=source,
+                                                  **{**FASTTEXT, "seed": FASTTEXT["seed"] + attempt})
             except RuntimeError as err:
-                if "NaN" not in str(err) or attempt == 2:
+                if "NaN" not in str(err):
                     raise ValueError(f"fastText failed on {Path(source).name}: {err}") from err
-        model.save_model(target)
+                problem = str(err)
+                continue
+            problem = nonfinite(model)
+            if not problem:
+                model.save_model(target)
+                break
+        else:
+            raise ValueError(f"fastText training on {Path(source).name} ended with non-finite "
+                             f"weights {TRAIN_ATTEMPTS} times ({problem})")
+
+
+def nonfinite(model) -> str:
+    """'' when every weight of a fastText model is finite, else where they are not."""
+    found = []
+    for name, matrix in (("input", model.get_input_matrix()),
+                         ("output", model.get_output_matrix())):
+        bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+        if len(bad):
+            found.append(f"{len(bad)} {name} rows, e.g. row {int(bad[0])}")
+    return "; ".join(found)
 
 
 def evaluate(student: "DataManStudent", test: list[dict], train: list[dict]) -> dict:
@@ -152,6 +177,12 @@ class DataManStudent:
                                     "one with `thresher models train-dataman-student`")
         self.folder = folder
         self.models = {t: fasttext.load_model(str(folder / f"{t}.bin")) for t in TARGETS}
+        for target, model in self.models.items():
+            problem = nonfinite(model)
+            if problem:  # would fail every document that hashes to those rows
+                raise ValueError(f"DataMan student {folder / (target + '.bin')} has non-finite "
+                                 f"weights ({problem}): retrain it with `thresher models "
+                                 "train-dataman-student`")
 
     def predict(self, texts: list[str]) -> dict[str, list]:
         lines = [student_text(t) for t in texts]

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from thresher.models.dataman import RATINGS
-from thresher.models.dataman_student import DataManStudent, train_student
+from thresher.models import dataman_student
+from thresher.models.dataman_student import DataManStudent, nonfinite, train_student
 from thresher.stages.dataman import DataManRating, token_cutoff
 
 TOPICS = {  # domain letter, overall score, words
@@ -65,6 +66,51 @@ def test_student_refuses_too_few_parsed_ratings(tmp_path):
 def test_a_missing_student_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="train-dataman-student"):
         DataManStudent(tmp_path)
+
+
+def plant_nan(model, row: int = 3):
+    inputs, outputs = model.get_input_matrix().copy(), model.get_output_matrix().copy()
+    inputs[row, :] = np.nan
+    model.set_matrices(inputs, outputs)
+    return model
+
+
+def test_a_student_with_a_nan_weight_is_refused_at_load(student_dir, tmp_path):
+    import shutil
+
+    import fasttext
+
+    broken = tmp_path / "broken"
+    shutil.copytree(student_dir, broken)
+    model = plant_nan(fasttext.load_model(str(broken / "coherence.bin")))
+    assert nonfinite(model) == "1 input rows, e.g. row 3"
+    model.save_model(str(broken / "coherence.bin"))
+    with pytest.raises(ValueError, match=r"coherence.bin has non-finite weights .1 input rows"):
+        DataManStudent(broken)
+    assert nonfinite(fasttext.load_model(str(student_dir / "coherence.bin"))) == ""
+
+
+def test_training_retries_until_the_weights_are_finite(tmp_path, monkeypatch):
+    import fasttext
+
+    source = tmp_path / "train.txt"
+    source.write_text("".join(f"__label__{i % 2} word{i % 2} other{i}\n" for i in range(40)))
+    real = fasttext.train_supervised
+    seeds = []
+
+    def flaky(**kwargs):  # the first two trainings come out with a NaN row
+        seeds.append(kwargs["seed"])
+        model = real(**kwargs)
+        return plant_nan(model) if len(seeds) <= 2 else model
+    monkeypatch.setattr(fasttext, "train_supervised", flaky)
+    dataman_student._train_files([(str(source), str(tmp_path / "m.bin"))])
+    assert seeds == [0, 1, 2]  # another seed each time
+    assert nonfinite(fasttext.load_model(str(tmp_path / "m.bin"))) == ""
+
+    seeds.clear()
+    monkeypatch.setattr(fasttext, "train_supervised", lambda **kw: plant_nan(real(**kw)))
+    with pytest.raises(ValueError, match="non-finite weights 5 times"):
+        dataman_student._train_files([(str(source), str(tmp_path / "n.bin"))])
 
 
 def test_token_cutoff_keeps_the_asked_share_of_tokens_best_first():
