@@ -26,8 +26,9 @@ def test_a_numbered_answer_with_prose_around_it_parses():
 
 
 def test_a_model_that_runs_on_is_read_like_datamans_script_first_15_lines():
-    rating = parse_answer(RELEASED + "\n4\n4\n4")
-    assert rating.status == "ok" and rating.scores[-1] == 4
+    rating = parse_answer(RELEASED + "\n1\n2\n1")  # the last 14 numbers would differ
+    assert rating.status == "ok" and rating.domain == "E"
+    assert rating.scores == (4, 4, 5, 3, 3, 4, 2, 4, 4, 3, 4, 3, 5, 4)
 
 
 @pytest.mark.parametrize("answer", [

@@ -44,6 +44,23 @@ OPTIONS = MixtureOptions(
     training_tokens=6000, shard_max_rows=50)
 
 
+def test_synthetic_rows_are_drawn_like_real_ones(tmp_path):
+    """A budget larger than what curated holds: every group is upsampled, so each of
+    its documents, the WRAP paraphrase included, is drawn floor(k) or floor(k)+1 times."""
+    from dataclasses import replace
+
+    out = curated_output(tmp_path)
+    options = replace(OPTIONS, training_tokens=40_000)
+    run_mixture(out, options)
+    index = json.loads((out / "training" / "index.json").read_text())
+    k = index["groups"]["en"]["sampling_factor"]
+    assert k > 1
+    table = pa.concat_tables([pq.read_table(p) for p in (out / "training").glob("shard-*")])
+    copies = [r for r in table.to_pylist() if r["id"] == "en0-wrap-qa"]
+    assert int(k) <= len(copies) <= int(k) + 1
+    assert all(r["synthetic"] and r["parent_id"] == "en0" and r["group"] == "en" for r in copies)
+
+
 def test_mixture_writes_proportions_and_training_shards(tmp_path):
     out = curated_output(tmp_path)
     summary = run_mixture(out, OPTIONS)
@@ -69,8 +86,8 @@ def test_mixture_writes_proportions_and_training_shards(tmp_path):
         assert got == stats["tokens"]
         assert stats["target_tokens"] == round(mixture["p"][mixture["groups"].index(group)] * 6000)
         assert stats["upsampled"] == (stats["sampling_factor"] > 1)
-    assert "en0-wrap-qa" in table.column("id").to_pylist() or index["groups"]["en"][
-        "sampling_factor"] < 1  # synthetic rows are drawn like real ones
+    # The WRAP row counts in its group like a real one: 120 x 60 words + its 5.
+    assert index["groups"]["en"]["available_tokens"] == 120 * 60 + 5
 
     # Deterministic given the seed.
     again = run_mixture(out, OPTIONS)
