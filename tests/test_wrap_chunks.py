@@ -86,15 +86,26 @@ def curated_with_rephrasings(n: int, per_doc_words: int, styles=("medium", "qa")
                      "lang": ["en"] * n, "wrap_rephrasings": made})
 
 
-def test_writer_caps_synthetic_tokens_per_style_at_the_ratio():
-    table, mix = synthetic_rows(curated_with_rephrasings(10, 20), ratio=1.0)
+def test_writer_caps_synthetic_tokens_at_the_ratio_over_all_styles():
+    curated = curated_with_rephrasings(10, 20)
+    curated = curated.append_column("dataman_domain", pa.array(["H"] * 10)).append_column(
+        "ccnet_ppl", pa.array([100.0] * 10))
+    table, mix = synthetic_rows(curated, ratio=1.0)
     assert mix["real_tokens"] == 100
-    for style in ("medium", "qa"):  # 20 words each: 5 fit under 100 real tokens
-        assert mix["styles"][style] == {"rows": 5, "tokens": 100, "over_ratio": 5}
-    assert table.num_rows == 10 and set(table.column("synthetic").to_pylist()) == {True}
+    # 20 paraphrases of 20 words: 5 fit under 100 real tokens, whatever their style (1:1
+    # in all, as the paper mixes), and which 5 is decided by the hash of the id.
+    styles = mix["styles"]
+    assert sum(s["rows"] for s in styles.values()) == 5
+    assert sum(s["tokens"] for s in styles.values()) == 100
+    assert sum(s["over_ratio"] for s in styles.values()) == 15
+    assert table.num_rows == 5 and set(table.column("synthetic").to_pylist()) == {True}
     row = table.to_pylist()[0]
     assert row["parent_id"].startswith("d") and row["id"] == f"{row['parent_id']}-wrap-{row['style']}"
     assert row["lang"] == "en" and row["chunk_count"] == 1
+    # The parent's labels come along (a mixture by dataman_domain sees the row); its
+    # scores, computed on another text, do not.
+    assert row["dataman_domain"] == "H" and "ccnet_ppl" not in table.column_names
+    assert synthetic_rows(curated, ratio=2.0)[0].num_rows == 10
 
 
 def test_writer_keeps_every_paraphrase_under_the_ratio():

@@ -120,40 +120,50 @@ def _write_parts(table: pa.Table, out: Store, folder: str, key: str, kind: str,
     return names
 
 
+# What a paraphrase takes from its parent, when the parent has it: the labels a
+# mixture groups by and the crawl's own metadata. Scores are not taken: they were
+# computed on the parent's text, not on the paraphrase's.
+INHERITED = ("lang", "dataman_domain", "dataman_domain_name", "url", "source", "crawl",
+             "date")
+
+
 def synthetic_rows(curated: pa.Table, ratio: float) -> tuple[pa.Table, dict]:
-    """The WRAP paraphrases of curated documents as rows of their own, at most
-    `ratio` synthetic tokens per real token in each style (tokens: whitespace words);
-    which ones go over the cap is decided by a hash of the id, not by order."""
+    """The WRAP paraphrases of curated documents as rows of their own, at most `ratio`
+    synthetic tokens per real token over all styles together (the paper mixes real
+    and synthetic 1:1; tokens: whitespace words). Which ones go over the cap is
+    decided by a hash of the id, not by order or style."""
     real_tokens = sum(len(t.split()) for t in curated.column("text").to_pylist())
-    by_style: dict[str, list[dict]] = {}
-    keep = [c for c in ("lang",) if c in curated.column_names]
+    keep = [c for c in INHERITED if c in curated.column_names]
+    made = []
     for row in curated.select(["id", "source_shard", "source_row", "wrap_rephrasings", *keep]
                               ).to_pylist():
-        for made in row["wrap_rephrasings"] or []:
-            by_style.setdefault(made["style"], []).append({
-                "id": f"{row['id']}-wrap-{made['style']}", "text": made["text"],
-                "synthetic": True, "parent_id": row["id"], "style": made["style"],
-                "model": made["model"], "chunk_count": made["chunk_count"],
-                "wrap_prompt_tokens": made["prompt_tokens"],
-                "wrap_completion_tokens": made["completion_tokens"],
+        for one in row["wrap_rephrasings"] or []:
+            made.append({
+                "id": f"{row['id']}-wrap-{one['style']}", "text": one["text"],
+                "synthetic": True, "parent_id": row["id"], "style": one["style"],
+                "model": one["model"], "chunk_count": one["chunk_count"],
+                "wrap_prompt_tokens": one["prompt_tokens"],
+                "wrap_completion_tokens": one["completion_tokens"],
                 "source_shard": row["source_shard"], "source_row": row["source_row"],
                 **{c: row[c] for c in keep}})
+    made.sort(key=lambda r: hashlib.sha1(r["id"].encode()).digest())
     mix: dict = {"real_tokens": real_tokens, "styles": {}}
-    out = []
-    for style, made in sorted(by_style.items()):
-        made.sort(key=lambda r: hashlib.sha1(r["id"].encode()).digest())
-        tokens = kept = 0
-        for row in made:
-            n = len(row["text"].split())
-            if tokens + n > ratio * real_tokens:
-                continue
-            tokens += n
-            kept += 1
-            out.append(row)
-        mix["styles"][style] = {"rows": kept, "tokens": tokens, "over_ratio": len(made) - kept}
+    out, tokens = [], 0
+    for row in made:
+        n = len(row["text"].split())
+        stats = mix["styles"].setdefault(row["style"], {"rows": 0, "tokens": 0, "over_ratio": 0})
+        if tokens + n > ratio * real_tokens:
+            stats["over_ratio"] += 1
+            continue
+        tokens += n
+        stats["rows"] += 1
+        stats["tokens"] += n
+        out.append(row)
     out.sort(key=lambda r: (r["source_row"], r["style"]))
-    return pa.Table.from_pylist(out, schema=SYNTHETIC_SCHEMA if not keep else
-                                SYNTHETIC_SCHEMA.append(pa.field("lang", pa.string()))), mix
+    schema = SYNTHETIC_SCHEMA
+    for column in keep:
+        schema = schema.append(curated.schema.field(column))
+    return pa.Table.from_pylist(out, schema=schema), mix
 
 
 SYNTHETIC_SCHEMA = pa.schema([
