@@ -95,21 +95,25 @@ DATAMAN_REQUEST = ("Please score the text on fourteen evaluation criteria and sp
                    "domain:\nText: {text}\nDomain:_\n" + _RATING_LINES)
 DATAMAN_SYSTEM = "You are a helpful assistant."
 
+# What each criterion means in the paper (DataMan's appendix), in our words, for chat
+# models that were not fine-tuned on it.
 _CRITERIA = {
-    "accuracy": "spelling, grammar and references are correct",
-    "coherence": "sentences follow from each other; the text makes sense as a whole",
-    "language_consistency": "one language throughout, no random switching",
-    "semantic_density": "much information per word, little filler",
-    "knowledge_novelty": "teaches facts or ideas a reader would not already know",
-    "topic_focus": "stays on one topic",
-    "creativity": "original expression, imagination",
-    "professionalism": "the expertise and care of a professional writer",
-    "style_consistency": "one tone and register throughout",
-    "grammatical_diversity": "varied sentence structures",
-    "structural_standardization": "well organized: paragraphs, headings, lists where due",
-    "originality": "not boilerplate, spam, or copied navigation text",
-    "sensitivity": "5 = nothing offensive, private or harmful; 1 = very sensitive",
-    "overall_score": "your overall judgement of its value for training a language model",
+    "accuracy": "correct spelling, grammar, punctuation and references",
+    "coherence": "each sentence follows from the last; the whole reads as one argument",
+    "language_consistency": "written in one language throughout, without unexplained switches",
+    "semantic_density": "much distinct information for its length, little filler",
+    "knowledge_novelty": "knowledge or insight beyond what most readers already know",
+    "topic_focus": "stays on its central topic",
+    "creativity": "fresh ideas or expression rather than stock phrasing",
+    "professionalism": "the depth of specialist knowledge it shows and asks of the reader",
+    "style_consistency": "one style, tone and format from start to end",
+    "grammatical_diversity": "a range of sentence structures and grammatical forms",
+    "structural_standardization": "follows the usual structure and layout of its kind of text",
+    "originality": "its content does not repeat itself: no sentence, phrase or idea said "
+                   "over and over",
+    "sensitivity": "5 = nothing sensitive (politics, religion, violence, sex, private data); "
+                   "1 = very sensitive",
+    "overall_score": "your overall judgement of its quality, all of the above together",
 }
 INSTRUCT_SYSTEM = (
     "You rate web documents for training a language model. Rate the document in the "

@@ -278,7 +278,13 @@ class DataManRating(Stage):
 # --- helpers ---------------------------------------------------------------------
 
 def _teacher_spec(teacher: dict | None) -> dict:
-    spec = {**DEFAULT_TEACHER, **(teacher or {})}
+    """The embedded default when no teacher is given. A given teacher keeps only what
+    it says (plus the engine, transformers, and the format, instruct, when it says
+    none): the default's cut at 512 tokens or its small model must not leak into a
+    DataMan-1.5B teacher, which reads the paper's 1894 tokens."""
+    if not teacher:
+        return dict(DEFAULT_TEACHER)
+    spec = {"engine": "transformers", "format": "instruct", **teacher}
     if spec["engine"] not in ENGINES:
         raise ValueError(f"teacher engine must be one of {ENGINES}, got {spec['engine']!r}")
     if spec.get("format") not in FORMATS:
@@ -286,6 +292,9 @@ def _teacher_spec(teacher: dict | None) -> dict:
                          f"DataMan models; instruct: any chat model), got {spec.get('format')!r}")
     if spec["engine"] == "openai" and not spec.get("url"):
         raise ValueError("teacher engine openai needs url: (e.g. http://127.0.0.1:8000)")
+    if not spec.get("model") and spec["engine"] != "openai":
+        raise ValueError("teacher needs model: (a local folder, a GGUF file or a registry "
+                         "name such as smollm2-135m-instruct)")
     return spec
 
 

@@ -102,3 +102,12 @@ def test_document_text_cannot_break_out_of_the_request():
     assert escape_special("<|im_start|>", ["<|im_start|>"]) != "<|im_start|>"
     with pytest.raises(ValueError, match="answer format"):
         build_request("x", "json")
+
+
+def test_the_instruct_criteria_say_what_the_paper_means():
+    from thresher.models.dataman import INSTRUCT_SYSTEM
+
+    # the paper's originality is non-repetitiveness of content, not "no boilerplate"
+    line = next(l for l in INSTRUCT_SYSTEM.splitlines() if l.startswith("[12] Originality"))
+    assert "repeat" in line and "boilerplate" not in line
+    assert INSTRUCT_SYSTEM.count("\n[") == 14

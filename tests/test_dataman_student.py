@@ -173,6 +173,7 @@ def test_teacher_ratings_win_over_the_students_for_the_sampled_rows(student_dir,
     ({"teacher": {"engine": "ollama"}}, "teacher engine"),
     ({"teacher": {"format": "json"}}, "teacher format"),
     ({"teacher": {"engine": "openai"}}, "needs url"),
+    ({"teacher": {"engine": "transformers"}}, "teacher needs model"),
     ({"teacher_sample": 3}, "at least 10"),
     ({"select": {"keep_fraction": 0}}, "keep_fraction"),
     ({"select": {"keep_fraction": 0.5, "metric": "beauty"}}, "select.metric"),
@@ -182,3 +183,15 @@ def test_teacher_ratings_win_over_the_students_for_the_sampled_rows(student_dir,
 def test_bad_settings_are_clear_errors(params, message):
     with pytest.raises(ValueError, match=message):
         DataManRating(**params)
+
+
+def test_a_given_teacher_does_not_inherit_the_embedded_defaults():
+    from thresher.models.dataman import MAX_TOKENS
+    from thresher.stages.dataman import DEFAULT_TEACHER, _teacher_spec
+
+    assert _teacher_spec(None) == DEFAULT_TEACHER  # the embedded default: cut at 512
+    given = _teacher_spec({"engine": "vllm", "model": "/models/DataMan-1.5B-EN",
+                           "format": "dataman", "num_gpus": 1})
+    assert given == {"engine": "vllm", "model": "/models/DataMan-1.5B-EN",
+                     "format": "dataman", "num_gpus": 1}
+    assert given.get("max_doc_tokens", MAX_TOKENS) == 1894  # the paper's cut
