@@ -39,7 +39,25 @@ def test_long_prompts_are_cut_and_say_so(engine):
         [result] = engine.generate(long, Sampling(max_new_tokens=4))
     finally:
         engine.max_input_tokens = 2048
-    assert result.truncated_prompt and result.prompt_tokens == 256
+    assert result.truncated_prompt and 200 < result.prompt_tokens <= 256
+
+
+def test_the_document_is_cut_never_the_template(engine):
+    """A prompt over the limit loses the middle of its document: its template, and the
+    assistant turn's opening at its end, stay whole (truncating the prompt on either
+    side would lose one of them)."""
+    from thresher.models.llm import fit_conversation
+
+    document = "START " + "filler words here " * 800 + " END"
+    conversation = [{"role": "system", "content": "Rate the document."},
+                    {"role": "user", "content": document}]
+    fitted, prompt, tokens, cut = fit_conversation(conversation, engine.tokenizer, 300)
+    assert cut and tokens <= 300
+    assert prompt.startswith("<|im_start|>system\nRate the document.<|im_end|>")
+    assert prompt.endswith("<|im_start|>assistant\n")
+    assert "START" in prompt and "END" in prompt and " ... " in fitted[-1]["content"]
+    same = fit_conversation(conversation[:1], engine.tokenizer, 300)
+    assert same[0] == conversation[:1] and not same[3]
 
 
 def test_a_missing_model_is_a_clear_error():

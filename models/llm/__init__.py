@@ -71,6 +71,34 @@ def special_markers(tokenizer) -> tuple[str, ...]:
     return tuple(set(COMMON_MARKERS) | set(tokenizer.all_special_tokens) | set(added))
 
 
+def fit_conversation(conversation: list[dict], tokenizer, max_tokens: int,
+                     margin: int = 8) -> tuple[list[dict], str, int, bool]:
+    """The conversation with its last message's text (the document) cut in the middle
+    until the whole prompt, chat template included, fits `max_tokens`: (conversation,
+    prompt text, prompt tokens, whether it was cut). Cutting the prompt itself would
+    lose its end, where the template opens the assistant's turn."""
+    def render(conv):
+        text = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+        return text, len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    prompt, n = render(conversation)
+    cut = False
+    for _ in range(4):  # token counts of a cut text move a little: a few tries settle it
+        if n <= max_tokens:
+            return conversation, prompt, n, cut
+        last = conversation[-1]
+        ids = tokenizer(last["content"], add_special_tokens=False)["input_ids"]
+        keep = len(ids) - (n - max_tokens) - margin
+        if keep < 2:
+            raise ValueError(f"the prompt's template alone takes {n - len(ids)} tokens, more "
+                             f"than max_input_tokens={max_tokens}")
+        head, tail = tokenizer.decode(ids[: keep // 2]), tokenizer.decode(ids[-(keep // 2):])
+        conversation = [*conversation[:-1], {**last, "content": f"{head} ... {tail}"}]
+        prompt, n = render(conversation)
+        cut = True
+    raise ValueError(f"could not fit the prompt into max_input_tokens={max_tokens}")
+
+
 def load_engine(spec: dict):
     """Build the engine a config names: {"engine": ..., "model": ..., options}."""
     options = dict(spec)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from thresher.models.llm import EngineError, Generation, Sampling
+from thresher.models.llm import EngineError, Generation, Sampling, fit_conversation
 
 
 class TransformersEngine:
@@ -70,12 +70,13 @@ class TransformersEngine:
         import torch
 
         started = time.perf_counter()
-        prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-                   for c in conversations]
-        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
-                                 max_length=self.max_input_tokens, add_special_tokens=False)
-        full = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-        encoded = encoded.to(self.device)
+        # The document is cut, never the template (fit_conversation): truncating the
+        # prompt would drop the assistant turn's opening at its end.
+        fitted = [fit_conversation(c, self.tokenizer, self.max_input_tokens)
+                  for c in conversations]
+        prompts = [prompt for _, prompt, _, _ in fitted]
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True,
+                                 add_special_tokens=False).to(self.device)
         greedy = sampling.temperature == 0
         if not greedy:
             torch.manual_seed(sampling.seed)
@@ -94,5 +95,5 @@ class TransformersEngine:
                 text=self.tokenizer.decode(tokens, skip_special_tokens=True),
                 prompt_tokens=int(encoded["attention_mask"][i].sum()),
                 completion_tokens=int(len(tokens)),
-                truncated_prompt=full[i] > self.max_input_tokens, seconds=seconds))
+                truncated_prompt=fitted[i][3], seconds=seconds))
         return results

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from thresher.models.llm import EngineError, Generation, Sampling
+from thresher.models.llm import EngineError, Generation, Sampling, fit_conversation
 from thresher.models.llm.watchdog import deadline
 
 
@@ -46,12 +46,16 @@ class VLLMEngine:
                  ) -> list[Generation]:
         from vllm import SamplingParams
 
+        # No truncate_prompt_tokens (gone from SamplingParams since vLLM 0.17, and it
+        # cut the template): the document is cut to fit before the call.
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=sampling.max_new_tokens, seed=sampling.seed,
-                                truncate_prompt_tokens=self.max_input_tokens)
+                                max_tokens=sampling.max_new_tokens, seed=sampling.seed)
+        tokenizer = self.llm.get_tokenizer()
+        fitted = [fit_conversation(c, tokenizer, self.max_input_tokens) for c in conversations]
         out: list[Generation] = []
         for start in range(0, len(conversations), self.batch_size):
-            chunk = conversations[start:start + self.batch_size]
+            chunk = [conv for conv, _, _, _ in fitted[start:start + self.batch_size]]
+            cut = [was for _, _, _, was in fitted[start:start + self.batch_size]]
             started = time.perf_counter()
             try:
                 with deadline(self.timeout_s, f"vLLM generating a batch of {len(chunk)}"):
@@ -60,11 +64,10 @@ class VLLMEngine:
                 raise EngineError(f"vLLM failed on a batch of {len(chunk)}: "
                                   f"{type(err).__name__}: {err}") from err
             seconds = time.perf_counter() - started
-            for result in results:
+            for result, was_cut in zip(results, cut):
                 completion = result.outputs[0]
-                prompt_tokens = len(result.prompt_token_ids or [])
                 out.append(Generation(
-                    text=completion.text, prompt_tokens=prompt_tokens,
+                    text=completion.text, prompt_tokens=len(result.prompt_token_ids or []),
                     completion_tokens=len(completion.token_ids),
-                    truncated_prompt=prompt_tokens >= self.max_input_tokens, seconds=seconds))
+                    truncated_prompt=was_cut, seconds=seconds))
         return out
