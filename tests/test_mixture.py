@@ -66,7 +66,10 @@ def test_mixture_writes_proportions_and_training_shards(tmp_path):
     summary = run_mixture(out, OPTIONS)
     assert summary["groups"] == ["de", "en", "other"]  # es is the smallest: merged
     mixture = json.loads((out / "mixture" / "proportions.json").read_text())
-    assert set(mixture["methods"]) == {"aioli", "stratified", "fixed"}
+    assert set(mixture["methods"]) == {"aioli", "aioli_static", "stratified", "fixed"}
+    # the written mixture is Aioli's last p, and it was trained and tested on its own
+    static = mixture["methods"]["aioli_static"]
+    assert static["p"][0] == pytest.approx(mixture["p"]) and len(static["test_losses"]) == 3
     aioli = mixture["methods"]["aioli"]
     assert len(aioli["p"]) == len(aioli["A"]) == 2 and aioli["steps"] == 60
     assert sum(mixture["p"]) == pytest.approx(1)
@@ -139,7 +142,7 @@ mixture:
                     progress=False)
     manifest = json.loads(result.manifest_path.read_text())
     assert manifest["mixture"]["groups"] == ["de", "en", "es"]
-    assert set(manifest["mixture"]["test_loss_mean"]) == {"aioli", "stratified"}
+    assert set(manifest["mixture"]["test_loss_mean"]) == {"aioli", "aioli_static", "stratified"}
     assert (tmp_path / "out" / "training" / "index.json").is_file()
     assert "Aioli mixture proportions" not in result.report_path.read_text()  # images only
     assert result.report_path.read_text().count("data:image/png") >= 4

@@ -133,6 +133,13 @@ def estimate(out: Store | str | Path, options: MixtureOptions) -> dict:
     trace = run_aioli(trainer, settings, log=lambda r, p, l: log.info(
         "aioli round %d: p=%s mean val loss %.4f", r, np.round(p, 3).tolist(), np.mean(l)))
     results["aioli"] = _summary(trace, trainer, test, started)
+    # What is written is Aioli's last p, a static mixture: trained from the same
+    # initial model for the same steps, it gets a test loss of its own (the one above
+    # is that of Aioli's changing schedule).
+    final = np.array(trace.p[-1])
+    started = time.perf_counter()
+    trainer = fresh()
+    results["aioli_static"] = _summary(run_fixed(trainer, final, settings), trainer, test, started)
     for name, p in _baselines(options.baselines, groups):
         started = time.perf_counter()
         trainer = fresh()
