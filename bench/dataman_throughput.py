@@ -11,8 +11,9 @@ same prompts, in one process.
                       the limit
   teacher, thresher   models.dataman.rate(): cut, escape, chat template, length-sorted
                       batches of 8, parse
-  teacher, bare       AutoModelForCausalLM.generate on the same chat prompts, batches of
-                      8 in input order, greedy, same max_new_tokens
+  teacher, bare       the same cut, escape and chat template, prompts sorted by length,
+                      then AutoModelForCausalLM.generate in batches of 8, greedy, same
+                      max_new_tokens; all of it timed (no parse)
 The student comes from --student, else OUT/calibration/dataman/student of `make
 curate` (out/demo), else one is trained here on synthetic labels (speed only).
 """
@@ -96,11 +97,14 @@ def bench_teacher(texts: list[str], threads: int) -> list[tuple]:
     ours_tokens = sum(g.completion_tokens for g in generations)
 
     tok, model = engine.tokenizer, engine.model
+    started = time.perf_counter()  # the peer builds its prompts on the clock too
     markers = special_markers(tok)
     prompts = [tok.apply_chat_template(build_request(cut(t, tok, max_tokens=512)[0], "instruct",
                                                      markers),
                                        tokenize=False, add_generation_prompt=True) for t in texts]
-    bare_tokens, bare = bare_generate(tok, model, prompts, sampling_for("instruct").max_new_tokens)
+    prompts.sort(key=len)  # and batches them by length, as thresher's engine does
+    bare_tokens, _ = bare_generate(tok, model, prompts, sampling_for("instruct").max_new_tokens)
+    bare = time.perf_counter() - started
     parsed = sum(r.status == "ok" for r in ratings)
     n = len(texts)
     print(f"teacher: {parsed}/{n} answers parsed; {threads} threads")

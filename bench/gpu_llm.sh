@@ -12,7 +12,9 @@ PY=${PYTHON:-python}
 echo "== transformers engine, CUDA, bfloat16"; timeout 120 "$PY" bench/gpu_llm_check.py --device cuda --dtype bfloat16 --prompts 256
 echo "== transformers engine, CUDA, float32";  timeout 120 "$PY" bench/gpu_llm_check.py --device cuda --dtype float32 --prompts 256
 echo "== GPU tests"
-timeout 120 "$PY" -m pytest -q -m gpu tests/test_vllm_engine.py tests/test_llm_engine.py -k "cuda or vllm" -p no:cacheprovider || true
+# A failing GPU test fails the script; pytest's 5 (no GPU test selected here) says so.
+rc=0; timeout 120 "$PY" -m pytest -q -m gpu tests/test_vllm_engine.py tests/test_llm_engine.py -k "cuda or vllm" -p no:cacheprovider || rc=$?
+if [ "$rc" -eq 5 ]; then echo "== no GPU test selected here"; elif [ "$rc" -ne 0 ]; then exit "$rc"; fi
 if "$PY" -c "import vllm" 2>/dev/null; then
   echo "== vLLM engine"; timeout 180 "$PY" bench/gpu_llm_check.py --engine vllm --prompts 256
 else

@@ -5,8 +5,9 @@ the same chunk prompts, in the same run (goal: the stage within 10% of bare vLLM
 
 Without --model it builds the small random Llama of gpu_llm_check.py (nothing to
 download; its paraphrases are noise and the guards drop them, but every token it
-generates is counted). Bare: vllm LLM.chat (or transformers generate) on the same
-prompts with the same sampling, after the stage, on the same loaded model.
+generates is counted). Bare: vLLM's own LLM.chat (or transformers generate on the
+templated prompts), not thresher's engine, on the same prompts with the same
+sampling, after the stage, on the same loaded model.
 """
 
 from __future__ import annotations
@@ -65,19 +66,39 @@ def main() -> int:
         requests = [build_request(c.text, "medium", stage._markers) for c in chunks]
         sampling = Sampling(max_new_tokens=int(max(c.tokens for c in chunks) * 2.0) + 8,
                             temperature=0.7, top_p=0.9)
-        start = time.perf_counter()
-        bare = generate(requests, sampling)  # the engine's own batched call, no stage
-        bare_s = time.perf_counter() - start
-        bare_tokens = sum(g.completion_tokens for g in bare)
+        bare_tokens, bare_s = bare_run(stage._engine, args.engine, requests, sampling)
         print(f"{args.engine}: {n} documents, {len(chunks)} chunks")
         print("| implementation | s | new tokens | new tokens/s |")
         print("|---|---|---|---|")
         print(f"| wrap stage | {ours:.2f} | {ours_tokens:,} | {ours_tokens / ours:,.0f} |")
-        print(f"| bare engine generate | {bare_s:.2f} | {bare_tokens:,} | "
+        print(f"| bare {'vLLM LLM.chat' if args.engine == 'vllm' else 'transformers generate'}"
+              f" | {bare_s:.2f} | {bare_tokens:,} | "
               f"{bare_tokens / bare_s:,.0f} |")
         ratio = (ours_tokens / ours) / (bare_tokens / bare_s)
         print(f"stage / bare tokens/s: {ratio:.2f} (goal >= 0.90)")
         return 0
+
+
+def bare_run(engine, kind: str, requests, sampling: Sampling) -> tuple[int, float]:
+    """The library alone on the same loaded model and requests, with nothing of
+    thresher's around it: vLLM's LLM.chat with the same sampling (the same call the
+    vllm engine makes), or transformers generate on the same templated prompts."""
+    if kind == "vllm":
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
+                                max_tokens=sampling.max_new_tokens, seed=sampling.seed)
+        start = time.perf_counter()
+        results = engine.llm.chat(requests, params, use_tqdm=False)
+        seconds = time.perf_counter() - start
+        return sum(len(r.outputs[0].token_ids) for r in results), seconds
+    from bench.peers import bare_generate
+
+    prompts = [engine.tokenizer.apply_chat_template(r, tokenize=False, add_generation_prompt=True)
+               for r in requests]
+    return bare_generate(engine.tokenizer, engine.model, prompts, sampling.max_new_tokens,
+                         sample={"temperature": sampling.temperature, "top_p": sampling.top_p},
+                         batch=engine.batch_size)
 
 
 if __name__ == "__main__":
