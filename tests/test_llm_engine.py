@@ -128,6 +128,35 @@ def test_http_engine_rates_documents_with_dataman(llm_server):
     assert all(g.prompt_tokens < 900 for g in generations)  # the 100 KB text was cut
 
 
+def test_http_engine_sends_explicit_sampling_and_cuts_the_document(engine, monkeypatch):
+    """Greedy must mean the same as offline: the fields vLLM's server would otherwise
+    take from the model's generation_config are sent. With a local tokenizer, a prompt
+    over max_input_tokens has its document cut, the template kept, and says so."""
+    from thresher.models.llm.openai_engine import OpenAIEngine
+
+    remote = OpenAIEngine("http://127.0.0.1:9", model="m", max_input_tokens=200)
+    remote._tokenizer_path, remote._tokenizer = "local", engine.tokenizer
+    sent = []
+
+    def fake(method, path, body):
+        sent.append(body)
+        return {"choices": [{"message": {"content": "ok"}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+    monkeypatch.setattr(remote, "_request", fake)
+    long = [{"role": "user", "content": "START " + "many words " * 600 + " END"}]
+    short, cut = remote.generate([CONVERSATIONS[0], long], Sampling(temperature=0.0))
+    assert not short.truncated_prompt and cut.truncated_prompt
+    assert sent[0]["messages"] == CONVERSATIONS[0]
+    assert all(b["top_k"] == -1 and b["repetition_penalty"] == 1.0 and b["min_p"] == 0.0
+               for b in sent)
+    body = sent[1]["messages"][-1]["content"]
+    assert body.startswith("START") and body.endswith("END") and " ... " in body
+    plain = OpenAIEngine("http://127.0.0.1:9", model="m", vllm_sampling=False)
+    monkeypatch.setattr(plain, "_request", fake)
+    plain.generate([CONVERSATIONS[0]])
+    assert "top_k" not in sent[-1]
+
+
 def test_http_engine_retries_then_fails_the_batch_clearly():
     from thresher.models.llm import EngineError
     from thresher.models.llm.openai_engine import OpenAIEngine

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from thresher.models.llm import EngineError, Generation, Sampling
+from thresher.models.llm import EngineError, Generation, Sampling, fit_conversation
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -22,7 +22,8 @@ RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 class OpenAIEngine:
     def __init__(self, url: str, model: str | None = None, batch_size: int = 16,
                  timeout_s: float = 120, retries: int = 3, api_key_env: str = "OPENAI_API_KEY",
-                 tokenizer: str | None = None):
+                 tokenizer: str | None = None, max_input_tokens: int | None = None,
+                 vllm_sampling: bool = True):
         self.base = url.rstrip("/")
         if not self.base.endswith("/v1"):
             self.base += "/v1"
@@ -36,6 +37,16 @@ class OpenAIEngine:
         self.model = model or self._served_model()
         self.name = self.model
         self._tokenizer_path = tokenizer
+        self._tokenizer = None
+        # With a local tokenizer, prompts over this many tokens have their document cut
+        # (fit_conversation), as the offline engines do; without one, the stages cut
+        # the document by characters before it gets here.
+        self.max_input_tokens = max_input_tokens
+        # vLLM's server fills sampling fields a request leaves out from the model's
+        # generation_config (repetition_penalty, top_k, ...): send them, so that a
+        # greedy answer is the offline engines' greedy answer. Off for servers that
+        # reject fields outside OpenAI's API.
+        self.vllm_sampling = vllm_sampling
 
     @property
     def text_tokenizer(self):
@@ -43,9 +54,12 @@ class OpenAIEngine:
         document text is cut by characters, at about 4 per token)."""
         if not self._tokenizer_path:
             return None
-        from transformers import AutoTokenizer
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(self._tokenizer_path, local_files_only=True)
+            self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_path,
+                                                            local_files_only=True)
+        return self._tokenizer
 
     def _served_model(self) -> str:
         reply = self._request("GET", "/models", None)
@@ -57,16 +71,25 @@ class OpenAIEngine:
     def generate(self, conversations: list[list[dict]], sampling: Sampling = Sampling()
                  ) -> list[Generation]:
         started = time.perf_counter()
+        cut = [False] * len(conversations)
+        if self.max_input_tokens and self.text_tokenizer is not None:
+            fitted = [fit_conversation(c, self.text_tokenizer, self.max_input_tokens)
+                      for c in conversations]
+            conversations = [f[0] for f in fitted]
+            cut = [f[3] for f in fitted]
         with ThreadPoolExecutor(max_workers=self.batch_size) as pool:
             replies = list(pool.map(lambda c: self._chat(c, sampling), conversations))
         seconds = time.perf_counter() - started
-        return [Generation(text=text, prompt_tokens=p, completion_tokens=c, seconds=seconds)
-                for text, p, c in replies]
+        return [Generation(text=text, prompt_tokens=p, completion_tokens=c,
+                           truncated_prompt=was_cut, seconds=seconds)
+                for (text, p, c), was_cut in zip(replies, cut)]
 
     def _chat(self, conversation: list[dict], sampling: Sampling) -> tuple[str, int, int]:
         body = {"model": self.model, "messages": conversation,
                 "temperature": sampling.temperature, "top_p": sampling.top_p,
                 "max_tokens": sampling.max_new_tokens, "seed": sampling.seed}
+        if self.vllm_sampling:
+            body.update(top_k=-1, min_p=0.0, repetition_penalty=1.0)
         reply = self._request("POST", "/chat/completions", body)
         try:
             text = reply["choices"][0]["message"]["content"] or ""
