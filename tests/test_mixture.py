@@ -146,3 +146,25 @@ mixture:
     assert (tmp_path / "out" / "training" / "index.json").is_file()
     assert "Aioli mixture proportions" not in result.report_path.read_text()  # images only
     assert result.report_path.read_text().count("data:image/png") >= 4
+
+
+def test_the_proxy_warms_up_then_decays_like_the_authors_schedule():
+    from thresher.models.proxy_lm import ProxySettings
+
+    s = ProxySettings(lr=1e-3, total_steps=1000)
+    assert s.warmup == 100  # a tenth of the budget, at most 500
+    assert s.lr_at(0) == pytest.approx(1e-5) and s.lr_at(99) == pytest.approx(1e-3)
+    assert s.lr_at(100) == pytest.approx(1e-3)
+    assert s.lr_at(550) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # half way down
+    assert s.lr_at(1000) == pytest.approx(1e-4)  # ends at min_lr_ratio
+    assert ProxySettings(total_steps=40_000).warmup == 500
+    assert ProxySettings(lr=2e-3).lr_at(10_000) == 2e-3  # no budget: constant
+
+
+def test_validation_takes_many_windows_from_few_documents():
+    from thresher.models.proxy_lm import ProxySettings, ProxyTrainer
+
+    text = {"a": ["x" * 1000], "b": ["y" * 1000]}
+    trainer = ProxyTrainer(text, text, ProxySettings(context=32, width=16, layers=1, heads=2,
+                                                     val_sequences=128))
+    assert trainer.val["a"].shape == (1000 // 33, 33)  # successive windows of one document

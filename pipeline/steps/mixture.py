@@ -118,8 +118,9 @@ def estimate(out: Store | str | Path, options: MixtureOptions) -> dict:
         raise ValueError(f"mixing needs at least 2 groups in `{options.group_by}`; the curated "
                          f"rows have {dict(sizes)}")
     splits = sample_groups(real, options.group_by, mapping, options.docs_per_group, options.seed)
-    proxy = ProxySettings(**options.proxy)
     settings = AioliSettings(seed=options.seed, **options.aioli)
+    # The cosine runs over the whole budget unless the config says otherwise.
+    proxy = ProxySettings(**{"total_steps": settings.total_steps, **options.proxy})
     train = {g: splits[g]["train"] for g in groups}
     val = {g: splits[g]["val"] for g in groups}
     test = {g: splits[g]["test"] for g in groups}
