@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 
@@ -36,3 +38,16 @@ def measure_child(command: list[str], name: str) -> dict:
     result = json.loads(output.strip().splitlines()[-1])
     result["peak_rss_mb"] = peak[0] / 2**20
     return result
+
+
+def curate(crawl: str, out: str, config_text: str, cpus: int) -> tuple[float, dict]:
+    """`thresher curate` with this config, as a user runs it: (wall seconds, the run's
+    manifest)."""
+    config = Path(out + ".yaml")
+    config.write_text(config_text)
+    start = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).with_name("thresher")), "--log-level", "WARNING",
+                    "curate", "-i", crawl, "-o", out, "-c", str(config), "--no-progress",
+                    "--num-cpus", str(cpus)], check=True)
+    seconds = time.perf_counter() - start
+    return seconds, json.loads(next(Path(out).glob("runs/*/manifest.json")).read_text())

@@ -38,7 +38,6 @@ import argparse
 import glob
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.child import measure_child  # noqa: E402
+from bench.child import curate, measure_child  # noqa: E402
 from bench.engine_scaling import copies_of  # noqa: E402
 
 CONFIG = """stages:
@@ -58,14 +57,7 @@ filters: ["dup_keep != false"]
 
 
 def run_thresher(crawl: str, out: str, cpus: int) -> dict:
-    config = Path(out + ".yaml")
-    config.write_text(CONFIG)
-    start = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).with_name("thresher")), "--log-level", "WARNING",
-                    "curate", "-i", crawl, "-o", out, "-c", str(config), "--no-progress",
-                    "--num-cpus", str(cpus)], check=True)
-    seconds = time.perf_counter() - start
-    manifest = json.loads(next(Path(out).glob("runs/*/manifest.json")).read_text())
+    seconds, manifest = curate(crawl, out, CONFIG, cpus)
     removed = _ids(f"{out}/rejected/*.parquet")
     return {"docs": manifest["totals"]["rows_in"], "seconds": seconds,
             "removed": manifest["totals"]["rejected"], "removed_ids": sorted(removed),

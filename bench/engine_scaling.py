@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.child import measure_child  # noqa: E402
+from bench.child import curate, measure_child  # noqa: E402
 
 CONFIG = """stages:
   - stage: lang
@@ -68,14 +67,7 @@ def copies_of(crawl: Path, copies: int, work: Path) -> Path:
 
 
 def run_thresher(crawl: str, out: str, lm_dir: str, cpus: int) -> dict:
-    config = Path(out + ".yaml")
-    config.write_text(CONFIG.format(lm_dir=lm_dir))
-    start = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).with_name("thresher")), "--log-level", "WARNING",
-                    "curate", "-i", crawl, "-o", out, "-c", str(config), "--no-progress",
-                    "--num-cpus", str(cpus)], check=True)
-    seconds = time.perf_counter() - start
-    manifest = json.loads(next(Path(out).glob("runs/*/manifest.json")).read_text())
+    seconds, manifest = curate(crawl, out, CONFIG.format(lm_dir=lm_dir), cpus)
     return {"docs": manifest["totals"]["rows_in"], "seconds": seconds,
             "kept": manifest["totals"]["curated"], "phases": manifest["phases"]}
 
