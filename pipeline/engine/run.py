@@ -127,7 +127,7 @@ def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpu
          progress) -> RunResult:
     started = time.time()
     phases: dict[str, float] = {}  # where the seconds go, for the manifest
-    with _phase(phases, "plan"):
+    with phase(phases, "plan"):
         shards = inspect_shards(expand_inputs(inputs))
         ledger = Ledger(state_dir)
         run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
@@ -142,29 +142,29 @@ def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpu
     try:
         if todo:
             state = "failed"
-            with _phase(phases, "clear"):
+            with phase(phases, "clear"):
                 _clear_old_parts(store, todo)
                 readable = _settle_unreadable(run_id, store, todo, ledger, tallies)
             if readable:
-                with _phase(phases, "ray_start"):
+                with phase(phases, "ray_start"):
                     from thresher.pipeline.engine import dag  # imports Ray: keep `status` fast
                     from thresher.pipeline.steps.calibrate import calibrate
 
                     dag.connect(address, num_cpus)
-                with _phase(phases, "dedup"):
+                with phase(phases, "dedup"):
                     config, dedup = _dedup(run_id, store, config, readable, ledger)
-                with _phase(phases, "calibration"):
+                with phase(phases, "calibration"):
                     config, calibration = calibrate(config, readable, state_dir, run_id)
                     settings = {spec.name: spec.build().describe() for spec in config.stages}
-                with _phase(phases, "stream"):
+                with phase(phases, "stream"):
                     _stream(run_id, store, config, readable, ledger, tallies, progress,
                             operators)
-            with _phase(phases, "recount"):
+            with phase(phases, "recount"):
                 violations = _verify_on_disk(run_id, store, tallies, ledger)
             if dedup:
                 index = _record_index(store, config, dedup, tallies, ledger)
             if config.mixture and not violations:
-                with _phase(phases, "mixture"):
+                with phase(phases, "mixture"):
                     mixture = _mix(store, config)
             state = "failed" if violations else "finished"
     except KeyboardInterrupt:
@@ -391,7 +391,8 @@ def _totals(tallies: dict[str, Tally]) -> dict:
 
 
 @contextmanager
-def _phase(phases: dict, name: str):
+def phase(phases: dict, name: str):
+    """Time a block into phases[name] (seconds), for the manifest."""
     start = time.perf_counter()
     try:
         yield

@@ -40,6 +40,7 @@ import pyarrow.fs as pafs
 from thresher.models.minhash import _finalize
 from thresher.pipeline.engine.config import Config, ConfigError
 from thresher.pipeline.engine.read import read_unit
+from thresher.pipeline.engine.run import phase
 from thresher.pipeline.io.storage import Store
 from thresher.stages.dedup import Dedup, shard_folder
 
@@ -126,14 +127,14 @@ def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
         keys = keys.union(_units(old, cpus).map_batches(
             _old_keys, batch_size=1, batch_format="pyarrow",
             fn_kwargs={"out": store.location, "buckets": buckets}))
-    with _phase(phases, "signatures+candidates"):
+    with phase(phases, "signatures+candidates"):
         graph = keys.groupby("bucket", num_partitions=partitions).map_groups(
             _candidates, batch_format="pyarrow", fn_kwargs={"buckets": buckets}).materialize()
     edges = _count(graph, EDGE) // 2  # with repeats: a pair that shares several keys
     log.info("dedup: signatures written; finding clusters among %s key matches",
              f"{edges:,}")
     rounds = 0
-    with _phase(phases, "components"):
+    with phase(phases, "components"):
         while edges:
             rounds += 1
             graph = graph.groupby("bucket", num_partitions=partitions).map_groups(
@@ -149,7 +150,7 @@ def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
                 break
             if rounds >= MAX_ROUNDS:
                 raise RuntimeError(f"dedup: components did not settle in {MAX_ROUNDS} rounds")
-    with _phase(phases, "decisions"):
+    with phase(phases, "decisions"):
         written = (_decide(graph, store, todo, old, buckets, partitions, cpus, run_id)
                    if edges else [])
     per_shard = _signed_counts(store, todo)
@@ -674,14 +675,3 @@ def index_size(store: Store) -> dict:
         nbytes += info.size or 0
     return {"documents": index.get("docs", 0), "shards": len(index.get("shards", {})),
             "bytes": nbytes}
-
-
-class _phase:
-    def __init__(self, phases: dict, name: str):
-        self.phases, self.name = phases, name
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.phases[self.name] = time.perf_counter() - self.start
