@@ -23,6 +23,8 @@ APT_PACKAGES := debian-handbook python3.11-doc fortunes fortunes-de fortunes-es 
 KENLM_VERSION := 0.3.0
 KENLM := tools/kenlm
 MODELS := models-data
+# The locked vLLM's source package, which the API check reads (tests/test_vllm_api.py).
+VLLM_SRC := tools/vllm-src
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export RAY_USAGE_STATS_ENABLED := 0
@@ -79,8 +81,12 @@ $(MODELS)/_BUILD.json: $(KENLM)/bin/lmplz $(CRAWL)/_BUILD.json pipeline/tools/de
 curate: setup
 	$(BIN)/thresher curate --input $(CRAWL) --output $(OUT)
 
+$(VLLM_SRC)/_FETCHED: constraints-gpu.txt | $(STAMPS)/venv
+	$(BIN)/python deploy/lock_gpu.py --source $(VLLM_SRC)
+	@touch $@
+
 # pytest exits 5 when it collects no test: that must fail, not pass.
-test: setup
+test: setup $(VLLM_SRC)/_FETCHED
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -3,6 +3,8 @@
     python deploy/lock_gpu.py          # resolve `.[gpu]` and write constraints-gpu.txt
     python deploy/lock_gpu.py --check  # exit 1 when `.[gpu]` does not resolve, or when
                                        # its resolution is not the one in the file
+    python deploy/lock_gpu.py --source tools/vllm-src   # the locked vLLM's source
+                                       # package, unpacked there (for the API check)
 
 pip resolves with `--dry-run`: it reads the packages' metadata from the index and
 downloads none of the big wheels (vLLM, CUDA torch). The GPU image installs this
@@ -12,7 +14,12 @@ resolution (deploy/Dockerfile.gpu), so what CI resolved is what the image gets.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import shutil
+import tarfile
+import urllib.request
 import subprocess
 import sys
 import tempfile
@@ -53,11 +60,45 @@ def read_lock(path: Path = LOCK) -> dict[str, str]:
     return pins
 
 
+def fetch_source(dest: Path, package: str = "vllm") -> Path:
+    """The locked release's source distribution from the package index (its sha256
+    checked), unpacked into dest/<package>-<version>/; kept when already there. It
+    is the release itself, read without installing it (its wheel is 336 MB of CUDA
+    kernels; the source is 47 MB)."""
+    version = read_lock()[package]
+    folder = dest / f"{package}-{version}"
+    if (folder / "PKG-INFO").is_file():
+        return folder
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    request = urllib.request.Request(f"{index}/{package}/",
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        files = json.load(reply)["files"]
+    [sdist] = [f for f in files if f["filename"] == f"{package}-{version}.tar.gz"]
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = dest / sdist["filename"]
+    with urllib.request.urlopen(sdist["url"], timeout=600) as reply, open(archive, "wb") as out:
+        shutil.copyfileobj(reply, out)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    if digest != sdist["hashes"]["sha256"]:
+        archive.unlink()
+        raise SystemExit(f"{archive.name}: sha256 {digest} is not the index's")
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    archive.unlink()
+    return folder
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="resolve with the lock as constraints and compare; write nothing")
+    parser.add_argument("--source", type=Path, metavar="DIR",
+                        help="unpack the locked vLLM's source package into DIR")
     args = parser.parse_args()
+    if args.source:
+        print(fetch_source(args.source))
+        return 0
     if args.check:
         resolved = resolve(LOCK)
         locked = read_lock()

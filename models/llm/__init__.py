@@ -35,6 +35,7 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     truncated_prompt: bool = False  # the prompt was cut to fit max_input_tokens
+    truncated_output: bool = False  # the answer stopped at max_new_tokens, not by itself
     seconds: float = 0.0  # wall time of the batch this generation was part of
 
 

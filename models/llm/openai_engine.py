@@ -81,10 +81,10 @@ class OpenAIEngine:
             replies = list(pool.map(lambda c: self._chat(c, sampling), conversations))
         seconds = time.perf_counter() - started
         return [Generation(text=text, prompt_tokens=p, completion_tokens=c,
-                           truncated_prompt=was_cut, seconds=seconds)
-                for (text, p, c), was_cut in zip(replies, cut)]
+                           truncated_prompt=was_cut, seconds=seconds, truncated_output=stopped)
+                for (text, p, c, stopped), was_cut in zip(replies, cut)]
 
-    def _chat(self, conversation: list[dict], sampling: Sampling) -> tuple[str, int, int]:
+    def _chat(self, conversation: list[dict], sampling: Sampling) -> tuple[str, int, int, bool]:
         body = {"model": self.model, "messages": conversation,
                 "temperature": sampling.temperature, "top_p": sampling.top_p,
                 "max_tokens": sampling.max_new_tokens, "seed": sampling.seed}
@@ -92,11 +92,13 @@ class OpenAIEngine:
             body.update(top_k=-1, min_p=0.0, repetition_penalty=1.0)
         reply = self._request("POST", "/chat/completions", body)
         try:
-            text = reply["choices"][0]["message"]["content"] or ""
+            choice = reply["choices"][0]
+            text = choice["message"]["content"] or ""
         except (KeyError, IndexError, TypeError) as err:
             raise EngineError(f"{self.base}: malformed chat completion: {str(reply)[:200]}") from err
         usage = reply.get("usage") or {}
-        return text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        return (text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
+                choice.get("finish_reason") == "length")
 
     def _request(self, method: str, path: str, body: dict | None) -> dict:
         last = None

@@ -60,7 +60,8 @@ def make_server(engine, host: str = "127.0.0.1", port: int = 8011) -> ThreadingH
                 [result] = engine.generate([messages], sampling)
             self._reply(200, {
                 "object": "chat.completion", "model": engine.name,
-                "choices": [{"index": 0, "finish_reason": "stop",
+                "choices": [{"index": 0,
+                             "finish_reason": "length" if result.truncated_output else "stop",
                              "message": {"role": "assistant", "content": result.text}}],
                 "usage": {"prompt_tokens": result.prompt_tokens,
                           "completion_tokens": result.completion_tokens,

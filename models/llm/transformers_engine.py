@@ -95,5 +95,6 @@ class TransformersEngine:
                 text=self.tokenizer.decode(tokens, skip_special_tokens=True),
                 prompt_tokens=int(encoded["attention_mask"][i].sum()),
                 completion_tokens=int(len(tokens)),
-                truncated_prompt=fitted[i][3], seconds=seconds))
+                truncated_prompt=fitted[i][3], seconds=seconds,
+                truncated_output=len(tokens) >= sampling.max_new_tokens))
         return results

@@ -3,7 +3,15 @@
 continuous batching.
 
 vllm is imported here only, so that the rest of thresher runs where it is not
-installed (`pip install 'thresher[gpu]'` adds it).
+installed (`pip install -c constraints-gpu.txt 'thresher[gpu]'` adds it). The calls
+below are those of the pinned vLLM (0.33.0); tests/test_vllm_api.py checks them
+against that release's source.
+
+Failures: an error of one batch (vLLM's own VLLMError, or a bad input) is an
+EngineError, and the stage retries the batch, then fails it alone. A dead engine
+(EngineDeadError) cannot serve another batch: the worker ends with its child
+processes (vLLM's engine core holds the GPU memory) and Ray restarts it; the stage's
+attempt guard quarantines a batch that keeps killing workers.
 """
 
 from __future__ import annotations
@@ -12,20 +20,39 @@ import time
 from pathlib import Path
 
 from thresher.models.llm import EngineError, Generation, Sampling, fit_conversation
-from thresher.models.llm.watchdog import deadline
+from thresher.models.llm.watchdog import deadline, end_worker
+
+# The GPU memory vLLM may take on a GPU the worker has to itself; a worker with a share
+# of a GPU (num_gpus: 0.5) takes that share of it, so that its neighbours can start.
+GPU_MEMORY_FRACTION = 0.9
+
+
+def gpu_share() -> float:
+    """The GPUs Ray gave this worker (0.5 for `num_gpus: 0.5`); 1 outside Ray."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            share = ray.get_runtime_context().get_assigned_resources().get("GPU")
+            if share:
+                return min(float(share), 1.0)
+    except Exception:  # not in a Ray worker
+        pass
+    return 1.0
 
 
 class VLLMEngine:
     def __init__(self, model: str | Path, max_model_len: int = 4096,
-                 gpu_memory_utilization: float = 0.85, dtype: str = "auto",
+                 gpu_memory_utilization: float | None = None, dtype: str = "auto",
                  batch_size: int = 256, max_input_tokens: int | None = None,
                  timeout_s: float | None = 900, tokenizer: str | None = None,
                  enforce_eager: bool = False, seed: int = 0, **engine_args):
         try:
             from vllm import LLM
         except ImportError as err:
-            raise ImportError("the vllm engine needs vllm: pip install 'thresher[gpu]' on a "
-                              "machine with a GPU (or use engine: transformers)") from err
+            raise ImportError("the vllm engine needs vllm: pip install -c constraints-gpu.txt "
+                              "'thresher[gpu]' on a machine with a GPU (or use engine: "
+                              "transformers)") from err
         self.name = Path(model).name
         # Explicit max_model_len: vLLM otherwise sizes the KV cache for the model's
         # full context (32k for Qwen2) and may not fit next to other actors.
@@ -33,6 +60,9 @@ class VLLMEngine:
         self.max_input_tokens = max_input_tokens or max_model_len - 64
         self.batch_size = batch_size
         self.timeout_s = timeout_s
+        if gpu_memory_utilization is None:
+            gpu_memory_utilization = round(GPU_MEMORY_FRACTION * gpu_share(), 3)
+        self.gpu_memory_utilization = gpu_memory_utilization
         with deadline(timeout_s, f"loading {self.name} in vLLM"):
             self.llm = LLM(model=str(model), tokenizer=tokenizer, max_model_len=max_model_len,
                            gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
@@ -45,6 +75,8 @@ class VLLMEngine:
     def generate(self, conversations: list[list[dict]], sampling: Sampling = Sampling()
                  ) -> list[Generation]:
         from vllm import SamplingParams
+        from vllm.exceptions import VLLMError
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         # No truncate_prompt_tokens (gone from SamplingParams since vLLM 0.17, and it
         # cut the template): the document is cut to fit before the call.
@@ -60,7 +92,9 @@ class VLLMEngine:
             try:
                 with deadline(self.timeout_s, f"vLLM generating a batch of {len(chunk)}"):
                     results = self.llm.chat(chunk, params, use_tqdm=False)
-            except (RuntimeError, ValueError, MemoryError) as err:
+            except EngineDeadError as err:
+                end_worker(f"vLLM's engine died: {err}")
+            except (VLLMError, RuntimeError, ValueError, MemoryError) as err:
                 raise EngineError(f"vLLM failed on a batch of {len(chunk)}: "
                                   f"{type(err).__name__}: {err}") from err
             seconds = time.perf_counter() - started
@@ -69,5 +103,6 @@ class VLLMEngine:
                 out.append(Generation(
                     text=completion.text, prompt_tokens=len(result.prompt_token_ids or []),
                     completion_tokens=len(completion.token_ids),
-                    truncated_prompt=was_cut, seconds=seconds))
+                    truncated_prompt=was_cut, seconds=seconds,
+                    truncated_output=completion.finish_reason == "length"))
         return out

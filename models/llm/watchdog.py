@@ -2,7 +2,10 @@
 that hangs after an out-of-memory error).
 
 Python cannot interrupt such a call from another thread, so when the deadline passes
-the watchdog ends the whole worker process. Inside a Ray actor that is what we want:
+the watchdog ends the whole worker process, and every process it started (vLLM runs
+its engine core in a child process that holds the GPU memory: left alive, it would
+make the restarted worker fail vLLM's free-memory check). Inside a Ray actor that is
+what we want:
 Ray restarts the actor and retries the batch, and the stage's attempt counter (see
 stages/dataman.py) quarantines a batch that keeps failing, instead of a job that
 hangs forever.
@@ -25,9 +28,7 @@ def deadline(seconds: float | None, what: str):
         return
 
     def expire():
-        print(f"thresher: {what} did not finish within {seconds:g} s; ending this worker "
-              "so that Ray restarts it and retries the batch", file=sys.stderr, flush=True)
-        os._exit(EXIT_CODE)
+        end_worker(f"{what} did not finish within {seconds:g} s")
 
     timer = threading.Timer(seconds, expire)
     timer.daemon = True
@@ -36,3 +37,23 @@ def deadline(seconds: float | None, what: str):
         yield
     finally:
         timer.cancel()
+
+
+def end_worker(why: str) -> None:
+    """End this worker and its child processes now (no cleanup runs: the engine may be
+    stuck), so that Ray restarts the actor on a clean GPU and retries the batch."""
+    import psutil
+
+    print(f"thresher: {why}; ending this worker so that Ray restarts it and retries the "
+          "batch", file=sys.stderr, flush=True)
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        children = []
+    for child in children:
+        try:
+            child.kill()
+        except psutil.Error:  # gone already
+            pass
+    psutil.wait_procs(children, timeout=10)
+    os._exit(EXIT_CODE)

@@ -1,0 +1,155 @@
+"""Ray Data LLM processors (Ray 2.60's `ray.data.llm`) for a set of conversations:
+vLLM's async engine in GPU actors (`engine: vllm`), or an OpenAI-compatible server
+(`engine: openai`: `vllm serve`, or `thresher models serve-llm`).
+
+    results = generate_rows(spec, conversations, sampling)  # one dict per conversation
+
+The processor keeps several batches in each vLLM engine at once (no idle GPU while a
+batch's slowest prompts finish), sizes tensor/pipeline parallel replicas, and restarts
+an engine actor that dies. What thresher adds: documents are cut to fit before they
+reach it (fit_conversation, never the template), sampling is explicit, and a failed
+row comes back as an error rather than failing the run.
+
+Each result: text, prompt_tokens, completion_tokens, truncated_output (the answer
+stopped at max_new_tokens) and error ("" when none). Ray's vLLM stage does not pass
+vLLM's finish_reason on, so truncation is read from the token count there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from thresher.models.llm import Sampling
+
+log = logging.getLogger(__name__)
+
+ROW = "thresher_row"  # each request's position, to put the answers back in order
+ERROR = "__inference_error__"  # what ray.data.llm names a failed row's error
+
+
+def vllm_config(spec: dict, gpus: float):
+    """The vLLMEngineProcessorConfig for an engine spec ({"engine": "vllm", "model", ...
+    vLLM engine args}): one engine replica per `tensor_parallel_size x
+    pipeline_parallel_size` GPUs, as many replicas as the cluster's GPUs hold unless
+    the spec says `concurrency`."""
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    from thresher.models.registry import resolve_model
+
+    options = dict(spec)
+    options.pop("engine", None)
+    model = str(resolve_model(options.pop("model")))
+    batch_size = int(options.pop("batch_size", 64))
+    per_replica = int(options.get("tensor_parallel_size", 1)) * int(
+        options.get("pipeline_parallel_size", 1))
+    concurrency = int(options.pop("concurrency", 0) or max(1, int(gpus // per_replica)))
+    options.pop("max_input_tokens", None)  # the cut happens before (fit_conversation)
+    options.pop("timeout_s", None)
+    engine_kwargs = {"max_model_len": 4096, "gpu_memory_utilization": 0.9, **options}
+    return vLLMEngineProcessorConfig(
+        model_source=model, engine_kwargs=engine_kwargs, batch_size=batch_size,
+        concurrency=concurrency, should_continue_on_error=True)
+
+
+def http_config(spec: dict):
+    """The HttpRequestProcessorConfig for {"engine": "openai", "url", ...}: requests to
+    the server's chat-completions route, retried with backoff (429, 5xx, timeouts)."""
+    from ray.data.llm import HttpRequestProcessorConfig
+
+    base = spec["url"].rstrip("/")
+    base = base if base.endswith("/v1") else base + "/v1"
+    headers = {}
+    key = os.environ.get(spec.get("api_key_env", "OPENAI_API_KEY"))
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return HttpRequestProcessorConfig(
+        url=base + "/chat/completions", headers=headers or None,
+        qps=spec.get("qps"), max_retries=int(spec.get("retries", 3)),
+        base_retry_wait_time_in_s=0.5, batch_size=int(spec.get("batch_size", 16)),
+        concurrency=int(spec.get("concurrency", 1)))
+
+
+def build(spec: dict, sampling: Sampling, model_name: str | None = None, gpus: float = 0):
+    """The processor: rows {ROW, "conversation"} in, result rows out."""
+    from ray.data.llm import build_processor
+
+    params = {"temperature": sampling.temperature, "top_p": sampling.top_p,
+              "max_tokens": sampling.max_new_tokens, "seed": sampling.seed}
+    if spec["engine"] == "vllm":
+        def to_request(row):
+            return {ROW: row[ROW], "messages": row["conversation"], "sampling_params": params}
+
+        def to_result(row):
+            made = int(row.get("num_generated_tokens") or 0)
+            return {ROW: row[ROW], "text": row.get("generated_text") or "",
+                    "prompt_tokens": int(row.get("num_input_tokens") or 0),
+                    "completion_tokens": made,
+                    "truncated_output": made >= sampling.max_new_tokens, ERROR: ""}
+
+        return build_processor(vllm_config(spec, gpus), preprocess=to_request,
+                               postprocess=to_result)
+    if spec["engine"] != "openai":
+        raise ValueError(f"no ray.data.llm processor for engine {spec['engine']!r}")
+    body = dict(params)
+    if spec.get("vllm_sampling", True):  # see OpenAIEngine: the offline engines' greedy
+        body.update(top_k=-1, min_p=0.0, repetition_penalty=1.0)
+
+    def to_payload(row):
+        return {ROW: row[ROW], "payload": {"model": model_name, "messages": row["conversation"],
+                                           **body}}
+
+    return build_processor(http_config(spec), preprocess=to_payload,
+                           postprocess=lambda row: _from_http(row, sampling))
+
+
+def _from_http(row: dict, sampling: Sampling) -> dict:
+    reply = row.get("http_response") or {}
+    try:
+        choice = reply["choices"][0]
+        text = choice["message"]["content"] or ""
+    except (KeyError, IndexError, TypeError):
+        return {ROW: row[ROW], "text": "", "prompt_tokens": 0, "completion_tokens": 0,
+                "truncated_output": False, ERROR: f"malformed chat completion: {str(reply)[:200]}"}
+    usage = reply.get("usage") or {}
+    made = int(usage.get("completion_tokens", 0))
+    return {ROW: row[ROW], "text": text, "prompt_tokens": int(usage.get("prompt_tokens", 0)),
+            "completion_tokens": made, ERROR: "",
+            "truncated_output": choice.get("finish_reason") == "length"
+            or made >= sampling.max_new_tokens}
+
+
+def generate_rows(spec: dict, conversations: list[list[dict]], sampling: Sampling,
+                  model_name: str | None = None) -> list[dict]:
+    """Run the conversations through the spec's processor on the Ray cluster; one
+    result per conversation, in order. When the processor run itself fails (a
+    server that stays down past the retries), the rows that did not come back get
+    that error, and the caller decides (the DataMan teacher marks them failed)."""
+    import ray
+
+    rows = [{ROW: i, "conversation": c} for i, c in enumerate(conversations)]
+    results: dict[int, dict] = {}
+    if rows:
+        dataset = ray.data.from_items(rows)
+        processor = build(spec, sampling, model_name, ray.cluster_resources().get("GPU", 0))
+        try:
+            for row in processor(dataset).iter_rows():
+                results[int(row[ROW])] = _result(row)
+        except Exception as err:  # the run failed: what came back stays
+            log.warning("the %s processor failed after %d of %d rows: %s", spec["engine"],
+                        len(results), len(rows), str(err).splitlines()[0][:300])
+            failure = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+            for i in range(len(rows)):
+                results.setdefault(i, {"text": "", "prompt_tokens": 0, "completion_tokens": 0,
+                                       "truncated_output": False, "error": failure})
+    return [results[i] for i in range(len(rows))]
+
+
+def _result(row: dict) -> dict:
+    error = row.get(ERROR) or ""
+    if error:  # ray.data.llm passes a failed row on as is, without postprocess
+        return {"text": "", "prompt_tokens": 0, "completion_tokens": 0,
+                "truncated_output": False, "error": str(error)[:500]}
+    return {"text": row["text"], "prompt_tokens": row["prompt_tokens"],
+            "completion_tokens": row["completion_tokens"],
+            "truncated_output": bool(row["truncated_output"]), "error": ""}
