@@ -357,12 +357,16 @@ def _append(batch: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
 
 
 def _run_teacher(teacher: dict, texts: list[str]) -> list[dict]:
-    """Rate texts with the teacher, in chunks, in a Ray actor that holds the engine
-    (with the teacher's CPUs/GPUs) when Ray is up, else here. A chunk that fails is
-    marked `failed`, and calibration goes on with the rest."""
+    """Rate texts with the teacher. A vLLM or HTTP teacher on a Ray cluster goes
+    through a ray.data.llm processor (models/llm/processor.py); the transformers
+    teacher rates in chunks in a Ray actor that holds the engine (with the teacher's
+    CPUs/GPUs) when Ray is up, else here. A document or chunk that fails is marked
+    `failed`, and calibration goes on with the rest."""
     import ray
 
     options = _engine_options(teacher)
+    if ray.is_initialized() and options.get("engine") in ("vllm", "openai"):
+        return _run_teacher_processor(teacher, options, texts)
     if ray.is_initialized():
         cpus = min(float(teacher.get("num_cpus", 1)), ray.cluster_resources().get("CPU", 1))
         rater = ray.remote(_TeacherActor).options(
@@ -381,13 +385,70 @@ def _run_teacher(teacher: dict, texts: list[str]) -> list[dict]:
             except Exception as err:  # engine error, or the actor died (watchdog, OOM)
                 log.warning("dataman teacher failed on %d documents: %s", len(chunk), err)
                 rows += [{**Rating(STATUS_FAILED, raw=f"{type(err).__name__}: {err}"[:500])
-                          .as_row(), "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
+                          .as_row(), "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0,
+                          "truncated_output": False}
                          for _ in chunk]
             log.info("dataman teacher: %d/%d sampled documents rated", len(rows), len(texts))
     finally:
         if ray.is_initialized() and "rater" in locals():
             ray.kill(rater)
     return rows
+
+
+def _run_teacher_processor(teacher: dict, options: dict, texts: list[str]) -> list[dict]:
+    """The teacher's prompts, made here (the document cut in the rater's tokens, then
+    fitted to the engine's input limit), answered by the processor, parsed here."""
+    import time
+
+    from thresher.models.dataman import build_request, cut, parse_answer, sampling_for
+    from thresher.models.llm import fit_conversation, processor, special_markers
+
+    tokenizer = _teacher_tokenizer(options)
+    markers = special_markers(tokenizer)
+    max_doc = teacher.get("max_doc_tokens", MAX_TOKENS)
+    requests = [build_request(cut(text, tokenizer, max_tokens=max_doc)[0], teacher["format"],
+                              markers) for text in texts]
+    limit = options.get("max_input_tokens") or (
+        int(options.get("max_model_len", 4096)) - 64 if options["engine"] == "vllm" else None)
+    if tokenizer is not None and limit:
+        requests = [fit_conversation(r, tokenizer, limit)[0] for r in requests]
+    model_name = options.get("model")
+    if options["engine"] == "openai" and not model_name:
+        from thresher.models.llm.openai_engine import OpenAIEngine
+
+        model_name = OpenAIEngine(options["url"]).model  # what the server serves
+    started = time.perf_counter()
+    results = processor.generate_rows(options, requests,
+                                      sampling_for(teacher["format"], teacher.get("max_new_tokens")),
+                                      model_name)
+    seconds = (time.perf_counter() - started) / max(1, len(texts))
+    rows = []
+    for result in results:
+        rating = (Rating(STATUS_FAILED, raw=result["error"][:500]) if result["error"]
+                  else parse_answer(result["text"]))
+        rows.append({**rating.as_row(), "prompt_tokens": result["prompt_tokens"],
+                     "completion_tokens": result["completion_tokens"], "seconds": seconds,
+                     "truncated_output": result["truncated_output"]})
+    failed = sum(bool(r["error"]) for r in results)
+    log.info("dataman teacher (%s processor): %d documents rated, %d failed",
+             options["engine"], len(rows) - failed, failed)
+    return rows
+
+
+def _teacher_tokenizer(options: dict):
+    """The rater's own tokenizer when it is on this disk (a vLLM model folder, or the
+    `tokenizer` an HTTP teacher names), else None: documents are then cut by
+    characters."""
+    from thresher.models.registry import resolve_model
+
+    path = options.get("tokenizer")
+    if not path and options["engine"] == "vllm":
+        path = str(resolve_model(options["model"]))
+    if not path or not Path(path).is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
 class _TeacherActor:
@@ -401,5 +462,6 @@ class _TeacherActor:
     def rate(self, texts: list[str], teacher: dict) -> list[dict]:
         ratings, generations = _rate(self.engine, texts, teacher)
         return [{**r.as_row(), "prompt_tokens": g.prompt_tokens,
-                 "completion_tokens": g.completion_tokens, "seconds": g.seconds}
+                 "completion_tokens": g.completion_tokens, "seconds": g.seconds,
+                 "truncated_output": g.truncated_output}
                 for r, g in zip(ratings, generations)]

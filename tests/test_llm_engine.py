@@ -178,3 +178,51 @@ def test_http_engine_does_not_retry_a_bad_request(llm_server):
     engine = OpenAIEngine(llm_server)
     with pytest.raises(EngineError, match="HTTP 400"):
         engine._request("POST", "/chat/completions", {"no_messages": True})
+
+
+# --- the ray.data.llm processor path (HTTP variant), against the same server ----------
+
+def test_teacher_through_the_processor_rates_like_the_engine(llm_server, ray_cluster,
+                                                            monkeypatch):
+    """A DataMan teacher on an OpenAI-compatible server rates its calibration sample
+    through Ray's HttpRequestProcessor: the same greedy answers, in order, as the
+    engine path, with explicit sampling, token counts and truncation marks."""
+    from thresher.models.dataman import parse_answer, rate
+    from thresher.models.llm.openai_engine import OpenAIEngine
+    from thresher.stages.dataman import _run_teacher
+
+    texts = ["The heart pumps blood through the body. Doctors measure blood pressure.",
+             "Stocks fell on Monday as investors weighed the central bank's decision.",
+             "x" * 100_000]
+    teacher = {"engine": "openai", "url": llm_server, "format": "instruct",
+               "max_doc_tokens": 256, "max_new_tokens": 24, "batch_size": 2}
+    from thresher.models.llm import processor
+
+    built = []
+    real_build = processor.build
+    monkeypatch.setattr(processor, "build", lambda *a, **k: built.append(a) or real_build(*a, **k))
+    rows = _run_teacher(teacher, texts)
+    assert built and built[0][2] == "SmolLM2-135M-Instruct.Q4_1.gguf"  # Ray's processor ran
+    ratings, generations = rate(OpenAIEngine(llm_server), texts, "instruct", 24, 256)
+    assert [r["dataman_raw"] for r in rows] == [r.raw for r in ratings]
+    assert [r["dataman_status"] for r in rows] == [r.status for r in ratings]
+    assert [r["completion_tokens"] for r in rows] == [g.completion_tokens for g in generations]
+    assert [r["truncated_output"] for r in rows] == [g.truncated_output for g in generations]
+    assert all(g.completion_tokens <= 24 for g in generations)
+    assert any(g.truncated_output for g in generations)  # 24 tokens cut the 15-line answer
+    assert rows[2]["prompt_tokens"] < 900  # the 100 KB document was cut before the request
+    assert parse_answer(rows[0]["dataman_raw"]).status == rows[0]["dataman_status"]
+
+
+def test_teacher_processor_marks_rows_failed_when_the_server_is_down(ray_cluster):
+    import socket
+
+    from thresher.stages.dataman import _run_teacher
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{held.getsockname()[1]}"
+        rows = _run_teacher({"engine": "openai", "url": nobody, "model": "m",
+                             "format": "instruct", "retries": 1}, ["a text", "another"])
+    assert [r["dataman_status"] for r in rows] == ["failed", "failed"]
+    assert all(r["dataman_raw"] for r in rows)  # the error, for the report
