@@ -18,5 +18,5 @@ if [ "$rc" -eq 5 ]; then echo "== no GPU test selected here"; elif [ "$rc" -ne 0
 if "$PY" -c "import vllm" 2>/dev/null; then
   echo "== vLLM engine"; timeout 180 "$PY" bench/gpu_llm_check.py --engine vllm --prompts 256
 else
-  echo "== vLLM engine: vllm is not installed here; skipped (pip install 'thresher[gpu]')"
+  echo "== vLLM engine: vllm is not installed here; skipped (pip install -c constraints-gpu.txt 'thresher[gpu]')"
 fi
