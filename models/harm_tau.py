@@ -63,6 +63,16 @@ def sweep_tau(positives: list[float], negatives: list[float], candidates: int = 
     return {**best, "method": "macro-F1 sweep", "candidates": candidates}
 
 
+def best_rule(card: dict) -> str:
+    """The rule with the higher macro-F1 on the labelled examples tau was fitted on
+    (validation), the paper's perplexity rule on a tie; a card with one rule names it."""
+    def f1(rule):
+        fitted = card.get(rule) or {}
+        return fitted.get("validation", fitted).get("macro_f1", -1.0)
+
+    return "xent" if f1("xent") > f1("ppl") else "ppl"
+
+
 def valley_tau(values: list[float], log: bool = True, bins: int = 40) -> float:
     """The lowest point between the two highest modes of the score histogram."""
     x = np.asarray([v for v in values if v is not None and (v > 0 or not log)], dtype=float)

@@ -4,9 +4,11 @@ Quality"; DESIGN.md 4, `harm`).
 A KenLM trained only on harmful/adult text scores each document whole, newlines as
 spaces, no SentencePiece (OSCAR's production variant). A document whose perplexity is
 *below* tau looks like the harmful corpus: `harm_flag` is true and the default filter
-drops it. Optionally (`rule: xent`), the cross-entropy difference
-log(harmful ppl) - log(reference ppl) is compared with its own tau instead: it
-corrects for how hard a text is in general.
+drops it. With `rule: xent`, the cross-entropy difference log(harmful ppl) -
+log(reference ppl) is compared with its own tau instead: it corrects for how hard a
+text is in general. The default, `rule: auto`, takes per language the rule that
+fit-tau found better on labelled validation text (the card's `best`), when a
+reference LM exists; else the paper's perplexity rule.
 
 Each language needs `<lang>.arpa.bin` in `models`; tau comes from the config, or from
 `<lang>.tau.json` written by `thresher models fit-tau` next to the model, or (when
@@ -27,6 +29,7 @@ from thresher.models.registry import resolve, resolve_dir
 from thresher.stages.base import Resources, Stage
 
 RULES = ("ppl", "xent")
+AUTO = "auto"
 
 
 class HarmfulPerplexity(Stage):
@@ -35,12 +38,12 @@ class HarmfulPerplexity(Stage):
     default_resources = Resources(batch_size=256)
     calibration_columns = ("lang", "harm_ppl", "harm_xent")
 
-    def __init__(self, models: str | dict = "harm-default", rule: str = "ppl",
+    def __init__(self, models: str | dict = "harm-default", rule: str = AUTO,
                  tau: float | dict | None = None, calibration_rows: int = 5000,
                  resources: Resources | None = None):
         super().__init__(resources)
-        if rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        if rule not in (*RULES, AUTO):
+            raise ValueError(f"rule must be one of {(*RULES, AUTO)}, got {rule!r}")
         self.rule = rule
         self.calibration_rows = calibration_rows
         if isinstance(models, dict):  # {lang: file}: OSCAR's binaries under their own names
@@ -58,9 +61,19 @@ class HarmfulPerplexity(Stage):
         if rule == "xent" and set(self.references) != set(self.languages):
             missing = sorted(set(self.languages) - set(self.references))
             raise ValueError(f"rule xent needs a reference LM <lang>.ref.arpa.bin for {missing}")
+        self.rules = {lang: self._rule_for(lang) for lang in self.languages}
         self.tau = self._taus(tau)
         self._lms: dict[str, WordLM] = {}
         self._refs: dict[str, WordLM] = {}
+
+    def _rule_for(self, lang: str) -> str:
+        if self.rule != AUTO:
+            return self.rule
+        card = card_path(self.languages[lang])
+        if lang not in self.references or not card.is_file():
+            return "ppl"
+        fitted = json.loads(card.read_text())
+        return fitted.get("best", "ppl") if "xent" in fitted else "ppl"
 
     def _taus(self, tau) -> dict[str, float]:
         """tau per language: from the config, else from <lang>.tau.json (fit-tau)."""
@@ -73,7 +86,9 @@ class HarmfulPerplexity(Stage):
         for lang, model in self.languages.items():
             card = card_path(model)
             if lang not in taus and card.is_file():
-                fitted = json.loads(card.read_text())[self.rule]
+                fitted = json.loads(card.read_text()).get(self.rules[lang])
+                if fitted is None:
+                    continue  # the card has no tau for this rule: calibration places one
                 taus[lang] = fitted["tau"]
                 self.tau_sources[lang] = {"card": str(card), **fitted}
         return {k: float(v) for k, v in taus.items()}
@@ -83,7 +98,8 @@ class HarmfulPerplexity(Stage):
 
     def describe(self) -> dict:
         return {"models": str(self.models_dir), "languages": sorted(self.languages),
-                "rule": self.rule, "tau": self.tau, "tau_sources": self.tau_sources}
+                "rule": self.rule, "rules": self.rules, "tau": self.tau,
+                "tau_sources": self.tau_sources}
 
     @property
     def needs_calibration(self) -> bool:
@@ -91,15 +107,15 @@ class HarmfulPerplexity(Stage):
 
     def calibrate(self, sample: pa.Table, workdir: Path) -> dict:
         """tau in the valley of each language's score distribution, where not given."""
-        column = "harm_ppl" if self.rule == "ppl" else "harm_xent"
         taus = dict(self.tau)
         for lang in self.languages:
             if lang in taus:
                 continue
+            column = "harm_ppl" if self.rules[lang] == "ppl" else "harm_xent"
             values = [v for l, v in zip(sample.column("lang").to_pylist(),
                                         sample.column(column).to_pylist())
                       if l == lang and v is not None]
-            taus[lang] = valley_tau(values, log=self.rule == "ppl")
+            taus[lang] = valley_tau(values, log=self.rules[lang] == "ppl")
         return {"tau": taus}
 
     def setup(self) -> None:
@@ -130,7 +146,7 @@ class HarmfulPerplexity(Stage):
         return batch.append_column("harm_flag", pa.array(flags, pa.bool_()))
 
     def _flag(self, lang, ppl, xent) -> bool | None:
-        score = ppl if self.rule == "ppl" else xent
+        score = ppl if self.rules.get(lang) == "ppl" else xent
         if score is None or lang not in self.tau:
             return None
         return score < self.tau[lang]

@@ -92,3 +92,81 @@ def test_built_in_models_and_kenlm_resolve_from_any_folder(tmp_path):
                              capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert (tmp_path / "lm" / "en.arpa.bin").is_file()
+
+
+def test_train_lm_order_auto_chooses_on_held_out_lines(tmp_path):
+    """Text where each word follows from the two before it: a bigram model cannot
+    know the next word, so the held-out choice must be order 3 or more, and the card
+    lists what was tried (4 orders, with and without pruning)."""
+    import random
+
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(30)]
+    successor = {(a, b): rng.choice(vocab) for a in vocab for b in vocab}
+    lines = []
+    for _ in range(1500):
+        words = rng.sample(vocab, 2)
+        for _ in range(10):
+            words.append(successor[words[-2], words[-1]])
+        lines.append(" ".join(words))
+    corpus = tmp_path / "x.txt"
+    corpus.write_text("\n".join(lines) + "\n")
+    assert main(["models", "train-lm", "--lang", "xx", "--corpus", str(corpus), "--out",
+                 str(tmp_path / "lm"), "--no-sp", "--raw", "--order", "auto"]) == 0
+    card = json.loads((tmp_path / "lm" / "xx.card.json").read_text())
+    tried = card["order_selection"]["candidates"]
+    assert len(tried) == 8 and {t["order"] for t in tried} == {2, 3, 4, 5}
+    best = min(tried, key=lambda t: t["heldout_ppl"])
+    assert (card["order"], card["prune"]) == (best["order"], best["prune"])
+    assert card["order"] >= 3
+    bigram = min(t["heldout_ppl"] for t in tried if t["order"] == 2)
+    assert best["heldout_ppl"] < bigram / 2  # the context the text has is found
+
+
+def test_train_lm_rejects_a_bad_order(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["models", "train-lm", "--lang", "x", "--corpus", "c", "--out", "o",
+              "--order", "five"])
+    assert "order must be a number or auto" in capsys.readouterr().err
+
+
+def test_harm_rule_auto_takes_the_cards_better_rule(tmp_path, tiny_lm_dir):
+    """rule: auto uses the rule fit-tau found better on validation, when a reference
+    LM exists; the paper's perplexity rule otherwise, or when the config says so."""
+    import shutil
+
+    from thresher.models.harm_tau import best_rule
+
+    card = {"ppl": {"tau": 300.0, "validation": {"macro_f1": 0.64}},
+            "xent": {"tau": -1.0, "validation": {"macro_f1": 0.72}}}
+    assert best_rule(card) == "xent"
+    assert best_rule({**card, "xent": {"tau": -1.0, "macro_f1": 0.5}}) == "ppl"  # fit-tau's layout
+    folder = tmp_path / "harm"
+    folder.mkdir()
+    shutil.copy(tiny_lm_dir / "en.arpa.bin", folder / "en.arpa.bin")
+    (folder / "en.tau.json").write_text(json.dumps({**card, "best": "xent"}))
+    alone = HarmfulPerplexity(models=str(folder))
+    assert alone.rules == {"en": "ppl"} and alone.tau == {"en": 300.0}  # no reference LM
+    shutil.copy(tiny_lm_dir / "en.arpa.bin", folder / "en.ref.arpa.bin")
+    auto = HarmfulPerplexity(models=str(folder))
+    assert auto.rules == {"en": "xent"} and auto.tau == {"en": -1.0}
+    assert HarmfulPerplexity(models=str(folder), rule="ppl").tau == {"en": 300.0}
+
+
+def test_fit_tau_with_a_reference_names_the_better_rule(tmp_path, tiny_lm_dir, capsys):
+    """The "harmful" examples are lines the model was trained on, the clean ones
+    gibberish: perplexity separates them. The reference is the model itself, so every
+    cross-entropy difference is 0 and that rule separates nothing."""
+    harmful, clean = tmp_path / "pos.txt", tmp_path / "neg.txt"
+    harmful.write_text("\n".join((tiny_lm_dir / "en.txt").read_text().splitlines()[:30]))
+    clean.write_text("zzq vvx plok\nqqq zzz xxv\nkkz vvq plk\n" * 10)
+    model = tmp_path / "en.arpa.bin"
+    model.write_bytes((tiny_lm_dir / "en.arpa.bin").read_bytes())
+    assert main(["models", "fit-tau", "--model", str(model), "--positive", str(harmful),
+                 "--negative", str(clean), "--reference", str(model)]) == 0
+    card = json.loads((tmp_path / "en.tau.json").read_text())
+    assert card["best"] == "ppl" and card["ppl"]["macro_f1"] > 0.7
+    assert card["xent"]["macro_f1"] == 1 / 3  # all flagged or none: F1 0 and 2/3
+    assert "rule: auto uses ppl" in capsys.readouterr().err

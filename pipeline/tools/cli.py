@@ -129,7 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lang", required=True)
     train.add_argument("--corpus", nargs="+", required=True, help="text files, a line a unit")
     train.add_argument("--out", required=True, help="writes <lang>.arpa.bin, <lang>.sp.model")
-    train.add_argument("--order", type=int, default=5)
+    train.add_argument("--order", type=_order, default=5,
+                       help="n-gram order, or auto: the order (2-5) and pruning with the "
+                            "lowest perplexity on held-out lines of the corpus (default 5)")
     train.add_argument("--vocab", type=int, default=65536, help="SentencePiece vocabulary "
                                                                 "(a soft limit)")
     train.add_argument("--no-sp", action="store_true", help="word-level (OSCAR's harmful LMs)")
@@ -358,10 +360,22 @@ def _train_lm(args) -> int:
     return 0
 
 
+def _order(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        order = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"order must be a number or auto, not {value!r}") from None
+    if not 1 <= order <= 9:
+        raise argparse.ArgumentTypeError(f"order must be 1 to 9 (or auto), not {order}")
+    return order
+
+
 def _fit_tau(args) -> int:
     import math
 
-    from thresher.models.harm_tau import card_path, sweep_tau, valley_tau
+    from thresher.models.harm_tau import best_rule, card_path, sweep_tau, valley_tau
     from thresher.models.kenlm_lm import WordLM
 
     def documents(path):
@@ -390,6 +404,11 @@ def _fit_tau(args) -> int:
             xent = [[math.log(h) - math.log(r) for h, r in zip(hs, ref.perplexities(d))]
                     for hs, d in ((pos_ppl, pos), (neg_ppl, neg))]
             result["xent"] = sweep_tau(xent[0], xent[1], log=False)
+            result["best"] = best_rule(result)
+            print(f"thresher: macro-F1 on these examples: perplexity rule "
+                  f"{result['ppl']['macro_f1']:.3f}, cross-entropy rule "
+                  f"{result['xent']['macro_f1']:.3f}; the harm stage's rule: auto uses "
+                  f"{result['best']}", file=sys.stderr)
     else:
         raise InputError("give --positive and --negative, or --unlabelled")
     card = card_path(model)
@@ -454,9 +473,12 @@ def _build_defaults(args) -> int:
     from thresher.pipeline.tools.default_models import build_default_models
 
     summary = build_default_models(Path(args.crawl), Path(args.out))
+    harm = summary["harm"]
+    names = {"ppl": "perplexity", "xent": "cross-entropy"}
     print(f"thresher: default models in {args.out}: CCNet LMs for "
           f"{', '.join(sorted(summary['ccnet']))}; Spanish harmful LM (test macro-F1 "
-          f"{summary['harm']['ppl']['test']['macro_f1']:.3f} with the perplexity rule)")
+          f"{harm[harm['best']]['test']['macro_f1']:.3f} with the {names[harm['best']]} "
+          f"rule, the better on validation)")
     return 0
 
 

@@ -6,8 +6,10 @@
            Handbook (which is also in the demo crawl, so those pages score low there).
   harm/    Spanish harmful-content KenLM (word-level, raw text, OSCAR's variant) on
            Debian's offensive Spanish fortunes, a reference LM of the same kind on the
-           ordinary Spanish fortunes (for the cross-entropy-difference rule), and
-           es.tau.json: tau fitted on a validation split, scored on a test split.
+           ordinary Spanish fortunes (for the cross-entropy-difference rule), each of
+           the order chosen on held-out lines, and es.tau.json: tau fitted on a
+           validation split for both rules, scored on a test split, and the rule with
+           the better validation macro-F1 (`best`), which the harm stage uses.
 
 These are demo-sized. Real runs should point `ccnet.lm_dir` at cc_net's Wikipedia
 LMs and `harm.models` at OSCAR's harmful KenLMs.
@@ -26,7 +28,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from thresher.models.harm_tau import evaluate, sweep_tau
+from thresher.models.harm_tau import best_rule, evaluate, sweep_tau
 from thresher.models.kenlm_lm import WordLM
 from thresher.models.train_lm import train_lm
 from thresher.pipeline.io import demo_crawl
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 
 HANDBOOK_LANGS = {"de": "de-DE", "fr": "fr-FR", "es": "es-ES"}
 SPLIT = {"train": range(0, 6), "validation": range(6, 8), "test": range(8, 10)}
-BUILD_VERSION = 2  # 2: offensive fortunes ROT13-decoded
+BUILD_VERSION = 3  # 2: offensive fortunes ROT13-decoded; 3: harmful LMs' order auto
 CCNET_VOCAB = 8000  # cc_net used 65536 on full Wikipedia; these corpora are a few MB
 
 
@@ -105,8 +107,10 @@ def build_harmful_es(out: Path, tmp: Path) -> dict:
     for label in ("harmful", "clean"):
         (tmp / f"{label}.txt").write_text(
             "\n".join(t.replace("\n", " ") for t in sets[label]["train"]) + "\n", encoding="utf-8")
-    train_lm("es", [tmp / "harmful.txt"], out, sentencepiece_model=False, raw=True)
-    train_lm("es.ref", [tmp / "clean.txt"], out, sentencepiece_model=False, raw=True)
+    # The order (and pruning) each LM gets is chosen on held-out lines of its corpus.
+    train_lm("es", [tmp / "harmful.txt"], out, order="auto", sentencepiece_model=False, raw=True)
+    train_lm("es.ref", [tmp / "clean.txt"], out, order="auto", sentencepiece_model=False,
+             raw=True)
     result = fit_and_test(out / "es.arpa.bin", out / "es.ref.arpa.bin", sets)
     (out / "es.tau.json").write_text(json.dumps(result, indent=1))
     return result
@@ -130,4 +134,5 @@ def fit_and_test(model: Path, reference: Path, sets) -> dict:
         result[rule] = {"tau": fitted["tau"], "method": fitted["method"],
                         "validation": fitted,
                         "test": evaluate(test["harmful"][i], test["clean"][i], fitted["tau"])}
+    result["best"] = best_rule(result)  # chosen on validation; test only reports
     return result
