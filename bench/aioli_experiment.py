@@ -4,9 +4,14 @@ seeds, and the wall time of each (Aioli's overhead is its LearnParams evaluation
 Methods: `aioli` (its changing schedule), `aioli_static` (its final p, the mixture
 thresher writes, held fixed from the start) and `stratified`.
 
-  python bench/aioli_experiment.py [--output out/demo] [--seeds 0 1 2 3 4] [--steps 600]
+  python bench/aioli_experiment.py [--output out/demo] [--seeds 0 1 2 3 4] [--steps 2500]
 
-Groups: `lang` of the curated rows (en, de, es, other), 300 documents per group.
+The paper's m=3 setting (Chen et al. 2024: 5k steps in rounds of 250, LearnParams 4
+sweeps x 6 steps, ohf 0.5, eta 0.1, gamma 0.5; AdamW, 10% warm-up, cosine, clip 1.0),
+scaled to this machine: a 2-layer byte-level proxy instead of Pythia-160M, and 2,500
+steps (10 rounds instead of 20). Groups: `lang` of the curated rows (en, de and
+`other`), 1,000 documents per group, so that every group has 128 validation and 128
+test windows (the script says when one has fewer).
 Run `make curate` first: it reads OUT/curated.
 """
 
@@ -30,24 +35,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="out/demo")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--group-by", default="lang")
+    parser.add_argument("--docs", type=int, default=1000,
+                        help="documents per group (10%% validation, 10%% test)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     base = MixtureOptions(
-        group_by=args.group_by, max_groups=3, docs_per_group=300,
+        group_by=args.group_by, max_groups=2, docs_per_group=args.docs,
         proxy={"context": 64, "width": 64, "layers": 2, "heads": 4, "batch_size": 8,
-               "lr": 0.003, "threads": 2},
-        aioli={"total_steps": args.steps, "round_steps": 100, "lp_rounds": 1, "lp_steps": 5,
-               "ohf": 0.75, "eta": 1.0, "gamma": 0.1})
+               "lr": 0.003, "threads": 2, "val_sequences": 128},
+        aioli={"total_steps": args.steps, "round_steps": 250, "lp_rounds": 4, "lp_steps": 6,
+               "ohf": 0.5, "eta": 0.1, "gamma": 0.5})
     rows = []
     for seed in args.seeds:
         result = estimate(Path(args.output), replace(base, seed=seed))
         for method, r in result["methods"].items():
             rows.append((seed, method, r["test_perplexity_mean"], r["test_loss_mean"],
                          r["seconds"], r["p"][-1]))
-        groups = result["groups"]
-    print(f"groups: {groups}; {args.steps} steps; seeds {args.seeds}")
+        groups, windows = result["groups"], result["methods"]["aioli"]["windows"]
+        short = {k: {g: n for g, n in w.items() if n < 128} for k, w in windows.items()}
+        if any(short.values()):
+            print(f"seed {seed}: fewer than 128 windows: {short} (raise --docs)")
+    print(f"groups: {groups}; {args.steps} steps; seeds {args.seeds}; windows per group "
+          f"(last seed): validation {windows['val']}, test {windows['test']}")
     print("| seed | method | mean test perplexity | mean test loss | s | final p |")
     print("|---|---|---|---|---|---|")
     for seed, method, ppl, loss, sec, p in rows:

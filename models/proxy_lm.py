@@ -10,9 +10,12 @@ gradient clipping at 1.0.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 VOCAB = 256  # bytes
 
@@ -99,6 +102,10 @@ class ProxyTrainer:
                        for i in range(0, len(d) - size + 1, size)][: self.s.val_sequences]
             if not windows:
                 raise ValueError(f"group {g!r} has no held-out text of at least {size} bytes")
+            if len(windows) < self.s.val_sequences:
+                log.warning("group %r: %d held-out windows, fewer than val_sequences=%d; "
+                            "small loss differences are noise there (raise docs_per_group)",
+                            g, len(windows), self.s.val_sequences)
             out[g] = self.torch.tensor(np.stack(windows), dtype=self.torch.long,
                                        device=self.device)
         return out

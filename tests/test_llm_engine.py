@@ -147,7 +147,8 @@ def test_http_engine_sends_explicit_sampling_and_cuts_the_document(engine, monke
     short, cut = remote.generate([CONVERSATIONS[0], long], Sampling(temperature=0.0))
     assert not short.truncated_prompt and cut.truncated_prompt
     assert sent[0]["messages"] == CONVERSATIONS[0]
-    assert all(b["top_k"] == -1 and b["repetition_penalty"] == 1.0 and b["min_p"] == 0.0
+    assert all(b["top_k"] == 0 and b["repetition_penalty"] == 1.0 and b["min_p"] == 0.0
+               and b["truncate_prompt_tokens"] == 200 and b["truncation_side"] == "left"
                for b in sent)
     body = sent[1]["messages"][-1]["content"]
     assert body.startswith("START") and body.endswith("END") and " ... " in body

@@ -354,3 +354,30 @@ def test_processor_configs_are_valid_for_the_pinned_ray(src, monkeypatch):
     assert not unknown, f"vLLM {VERSION}'s EngineArgs take no {sorted(unknown)}"
     http = processor.http_config({"engine": "openai", "url": "http://h:1", "retries": 2})
     assert http.url == "http://h:1/v1/chat/completions" and http.max_retries == 2
+
+
+def test_http_requests_use_fields_vllms_server_accepts(src, monkeypatch):
+    """Every field the HTTP engine and the processor's HTTP variant send is a field of
+    vLLM 0.33's ChatCompletionRequest (its server rejects or ignores others)."""
+    from thresher.models.llm import Sampling, processor
+    from thresher.models.llm.openai_engine import OpenAIEngine
+
+    fields = src.fields("vllm.entrypoints.openai.chat_completion.protocol",
+                        "ChatCompletionRequest")
+    engine = OpenAIEngine("http://127.0.0.1:9", model="m", max_input_tokens=100)
+    sent = []
+    monkeypatch.setattr(engine, "_request", lambda method, path, body: sent.append(body) or {
+        "choices": [{"message": {"content": "ok"}, "finish_reason": "length"}], "usage": {}})
+    [made] = engine.generate([[{"role": "user", "content": "hi"}]], Sampling(max_new_tokens=3))
+    assert made.truncated_output  # finish_reason "length"
+    rows = []  # what the processor's preprocess makes of a row
+    import ray.data.llm
+
+    monkeypatch.setattr(ray.data.llm, "build_processor", lambda config, preprocess, postprocess:
+                        rows.append(preprocess({processor.ROW: 0, "conversation": []})))
+    processor.build({"engine": "openai", "url": "http://h:1", "max_input_tokens": 100},
+                    Sampling(), model_name="m")
+    for body in (sent[0], rows[0]["payload"]):
+        assert body["truncate_prompt_tokens"] == 100 and body["top_k"] == 0
+        unknown = set(body) - fields
+        assert not unknown, f"vLLM {VERSION}'s chat request has no {sorted(unknown)}"

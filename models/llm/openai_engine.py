@@ -17,6 +17,10 @@ import requests
 from thresher.models.llm import EngineError, Generation, Sampling, fit_conversation
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+# What vLLM's server (0.33) would otherwise fill from the model's generation_config;
+# top_k 0 is "off" there. A server-side cut (truncate_prompt_tokens) keeps the prompt's
+# end, where the assistant's turn opens: truncation_side left.
+VLLM_SAMPLING = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
 
 
 class OpenAIEngine:
@@ -44,8 +48,9 @@ class OpenAIEngine:
         self.max_input_tokens = max_input_tokens
         # vLLM's server fills sampling fields a request leaves out from the model's
         # generation_config (repetition_penalty, top_k, ...): send them, so that a
-        # greedy answer is the offline engines' greedy answer. Off for servers that
-        # reject fields outside OpenAI's API.
+        # greedy answer is the offline engines' greedy answer, and send the input
+        # limit as vLLM's truncation. Off for servers that reject fields outside
+        # OpenAI's API.
         self.vllm_sampling = vllm_sampling
 
     @property
@@ -89,7 +94,9 @@ class OpenAIEngine:
                 "temperature": sampling.temperature, "top_p": sampling.top_p,
                 "max_tokens": sampling.max_new_tokens, "seed": sampling.seed}
         if self.vllm_sampling:
-            body.update(top_k=-1, min_p=0.0, repetition_penalty=1.0)
+            body.update(VLLM_SAMPLING)
+            if self.max_input_tokens:  # the server's own cut, should ours fall short
+                body.update(truncate_prompt_tokens=self.max_input_tokens, truncation_side="left")
         reply = self._request("POST", "/chat/completions", body)
         try:
             choice = reply["choices"][0]

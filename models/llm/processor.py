@@ -91,9 +91,14 @@ def build(spec: dict, sampling: Sampling, model_name: str | None = None, gpus: f
                                postprocess=to_result)
     if spec["engine"] != "openai":
         raise ValueError(f"no ray.data.llm processor for engine {spec['engine']!r}")
+    from thresher.models.llm.openai_engine import VLLM_SAMPLING
+
     body = dict(params)
     if spec.get("vllm_sampling", True):  # see OpenAIEngine: the offline engines' greedy
-        body.update(top_k=-1, min_p=0.0, repetition_penalty=1.0)
+        body.update(VLLM_SAMPLING)
+        if spec.get("max_input_tokens"):
+            body.update(truncate_prompt_tokens=int(spec["max_input_tokens"]),
+                        truncation_side="left")
 
     def to_payload(row):
         return {ROW: row[ROW], "payload": {"model": model_name, "messages": row["conversation"],

@@ -163,10 +163,14 @@ def _baselines(baselines: list, groups: list[str]):
 
 
 def _summary(trace, trainer: ProxyTrainer, test: dict, started: float) -> dict:
-    test_losses = trainer.losses(trainer.fixed_sequences(test))
-    return {"seconds": round(time.perf_counter() - started, 2), "p": trace.p, "A": trace.A, "val_losses": trace.losses, "steps": trace.steps,
+    windows = trainer.fixed_sequences(test)
+    test_losses = trainer.losses(windows)
+    return {"seconds": round(time.perf_counter() - started, 2), "p": trace.p, "A": trace.A,
+            "val_losses": trace.losses, "steps": trace.steps,
             "test_losses": test_losses.tolist(), "test_loss_mean": float(np.mean(test_losses)),
-            "test_perplexity_mean": float(np.mean(np.exp(test_losses)))}
+            "test_perplexity_mean": float(np.mean(np.exp(test_losses))),
+            "windows": {"val": {g: int(trainer.val[g].shape[0]) for g in trainer.groups},
+                        "test": {g: int(windows[g].shape[0]) for g in trainer.groups}}}
 
 
 def write_training_shards(out: Store | str | Path, options: MixtureOptions,
