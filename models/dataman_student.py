@@ -76,43 +76,55 @@ def train_student(annotations: pa.Table, out: Path, holdout: float = 0.2) -> dic
 
 
 def _train_in_fresh_process(jobs: list[tuple[str, str]]) -> None:
-    """Train in a new process. fastText's supervised training reads memory it has not
-    initialized: in a process whose heap has been used (a Ray worker, a test run) it
-    ends with "Encountered NaN" about half the time, while a fresh process gets
-    zeroed pages from the OS. Measured: 11 NaN in 20 trainings after freeing 13 MB
-    of 0xff bytes, 0 in 40 without."""
+    """Train each model in a process of its own, and retry one whose weights come out
+    non-finite in another new process with another seed. fastText's supervised
+    training can end with NaN rows when its process's heap has been used before (a
+    Ray worker, a test run, or the previous model's training: seen in 2 of 15 models,
+    1 run in 6, when the 15 trained in one process, and in CI with all 5 retries in
+    that same process); a fresh process gets zeroed pages from the OS. Measured: 11
+    NaN in 20 trainings after freeing 13 MB of 0xff bytes, 0 in 40 without."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pool.submit(_train_files, jobs).result()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
+        _train_until_finite(jobs, lambda *job: pool.submit(_train_one, *job).result())
 
 
-def _train_files(jobs: list[tuple[str, str]]) -> None:
-    """Train each model until its weights are all finite. A fresh process is not
-    enough: fastText can still end a training with a NaN row in its input matrix (seen
-    in 2 of 15 models, 1 run in 6), and every document whose words or n-grams hash to
-    that row then fails at prediction. Each retry uses another seed."""
+def _train_until_finite(jobs: list[tuple[str, str]], train) -> None:
+    """train(source, target, seed) -> '' (saved) or what is non-finite; each model gets
+    up to TRAIN_ATTEMPTS seeds, then a clear error."""
+    pending, problems = list(jobs), {}
+    for attempt in range(TRAIN_ATTEMPTS):
+        failed = []
+        for source, target in pending:
+            problem = train(source, target, FASTTEXT["seed"] + attempt)
+            if problem:
+                problems[source] = problem
+                failed.append((source, target))
+        pending = failed
+        if not pending:
+            return
+    source = pending[0][0]
+    raise ValueError(f"fastText training on {Path(source).name} ended with non-finite "
+                     f"weights {TRAIN_ATTEMPTS} times ({problems[source]})")
+
+
+def _train_one(source: str, target: str, seed: int) -> str:
+    """One training; the model is saved when its weights are all finite. Returns ''
+    then, else what is not finite."""
     import fasttext
 
-    for source, target in jobs:
-        problem = ""
-        for attempt in range(TRAIN_ATTEMPTS):
-            try:
-                model = fasttext.train_supervised(input=source,
-                                                  **{**FASTTEXT, "seed": FASTTEXT["seed"] + attempt})
-            except RuntimeError as err:
-                if "NaN" not in str(err):
-                    raise ValueError(f"fastText failed on {Path(source).name}: {err}") from err
-                problem = str(err)
-                continue
-            problem = nonfinite(model)
-            if not problem:
-                model.save_model(target)
-                break
-        else:
-            raise ValueError(f"fastText training on {Path(source).name} ended with non-finite "
-                             f"weights {TRAIN_ATTEMPTS} times ({problem})")
+    try:
+        model = fasttext.train_supervised(input=source, **{**FASTTEXT, "seed": seed})
+    except RuntimeError as err:
+        if "NaN" not in str(err):
+            raise ValueError(f"fastText failed on {Path(source).name}: {err}") from err
+        return str(err)
+    problem = nonfinite(model)
+    if not problem:
+        model.save_model(target)
+    return problem
 
 
 def nonfinite(model) -> str:

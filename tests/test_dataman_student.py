@@ -108,14 +108,16 @@ def test_training_retries_until_the_weights_are_finite(tmp_path, monkeypatch):
         model = finite(real(**kwargs))
         return plant_nan(model) if len(seeds) <= 2 else model
     monkeypatch.setattr(fasttext, "train_supervised", flaky)
-    dataman_student._train_files([(str(source), str(tmp_path / "m.bin"))])
+    dataman_student._train_until_finite([(str(source), str(tmp_path / "m.bin"))],
+                                        dataman_student._train_one)
     assert seeds == [0, 1, 2]  # another seed each time
     assert nonfinite(fasttext.load_model(str(tmp_path / "m.bin"))) == ""
 
     seeds.clear()
     monkeypatch.setattr(fasttext, "train_supervised", lambda **kw: plant_nan(real(**kw)))
     with pytest.raises(ValueError, match="non-finite weights 5 times"):
-        dataman_student._train_files([(str(source), str(tmp_path / "n.bin"))])
+        dataman_student._train_until_finite([(str(source), str(tmp_path / "n.bin"))],
+                                            dataman_student._train_one)
 
 
 def test_token_cutoff_keeps_the_asked_share_of_tokens_best_first():
