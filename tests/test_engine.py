@@ -164,3 +164,39 @@ def _worked_on(node, out: Path) -> bool:
         if ours & set(pq.read_table(part, columns=["pid"]).column(0).to_pylist()):
             return True
     return False
+
+
+def test_a_run_waits_for_the_autoscaler_when_told_and_refuses_clearly_otherwise(tmp_path):
+    """A head with no CPU (as on KubeRay: num-cpus 0, workers added by the autoscaler).
+    Without THRESHER_WAIT_FOR_RESOURCES the run refuses at once and names the variable;
+    with it, the run waits, a node joins (what the autoscaler would add), and it ends
+    with every row once."""
+    from thresher.pipeline.tools.local_cluster import client_env
+
+    cluster = tmp_path / "cluster"
+    start_head(cluster, port=0, num_cpus=0)
+    try:
+        crawl = tmp_path / "crawl"
+        shards = [write_shard(crawl / f"s{i}.parquet", good_rows(30, f"s{i}")) for i in range(2)]
+        config = tmp_path / "pid.yaml"
+        config.write_text("stages:\n  - stage: 'faulty:RecordPid'\n")
+        command = [THRESHER, "curate", "-i", str(crawl), "-o", str(tmp_path / "out"), "-c",
+                   str(config), "--no-progress"]
+        env = client_env(cluster)
+        refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "THRESHER_WAIT_FOR_RESOURCES=SECONDS" in refused.stderr
+        driver = subprocess.Popen(command, env={**env, "THRESHER_WAIT_FOR_RESOURCES": "180"},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in driver.stdout:  # the run says it waits before the node joins
+            lines.append(line)
+            if "waiting up to 180 s for the autoscaler" in line:
+                break
+        assert driver.poll() is None, "".join(lines)[-3000:]
+        start_node(cluster, num_cpus=2)
+        output, _ = driver.communicate(timeout=300)
+        assert driver.returncode == 0, ("".join(lines) + output)[-3000:]
+    finally:
+        stop_head(cluster)
+    assert_each_row_once(tmp_path / "out", shards)

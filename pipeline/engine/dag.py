@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -182,6 +183,57 @@ def _size_pools(segments: list[Segment], cpus: float, gpus: float, units: int,
         seg.pool = (1, None if alone else workers, max(1, initial))
 
 
+# On an autoscaling cluster (KubeRay), how long to wait for the autoscaler to add the
+# nodes the stages' first workers need (a GPU group that idles at 0 replicas); 0: do
+# not wait, refuse at once (the embedded cluster, a fixed one).
+WAIT_ENV = "THRESHER_WAIT_FOR_RESOURCES"
+
+
+def _wait_hint() -> str:
+    waited = float(os.environ.get(WAIT_ENV) or 0)
+    if waited > 0:
+        return f", after waiting {waited:g} s for the autoscaler ({WAIT_ENV})"
+    return (f" (on an autoscaling cluster, {WAIT_ENV}=SECONDS lets the run wait for the "
+            "autoscaler to add them)")
+
+
+def _first_workers(segments: list[Segment]) -> list[dict]:
+    """One resource bundle per worker each operator starts with, and the read and
+    write tasks' shares where those run on their own."""
+    bundles = [] if segments and segments[0].reads else [{"CPU": READ_CPUS}]
+    if not segments or not segments[-1].settles:
+        bundles.append({"CPU": SETTLE_CPUS})
+    for seg in segments:
+        bundle = {"CPU": seg.num_cpus, **({"GPU": seg.num_gpus} if seg.num_gpus else {})}
+        bundles += [bundle] * (seg.concurrency or seg.pool[0])
+    return bundles
+
+
+def _fits(bundles: list[dict], have: dict) -> bool:
+    return all(sum(b.get(k, 0) for b in bundles) <= have.get(k, 0) + 1e-9 for k in ("CPU", "GPU"))
+
+
+def wait_for_resources(segments: list[Segment], seconds: float | None = None) -> bool:
+    """Ask the autoscaler for the first workers' resources and wait until the cluster
+    has them, for at most `seconds` (default: $THRESHER_WAIT_FOR_RESOURCES, else 0).
+    True when it waited (the caller plans again with the grown cluster)."""
+    if seconds is None:
+        seconds = float(os.environ.get(WAIT_ENV) or 0)
+    bundles = _first_workers(segments)
+    if seconds <= 0 or _fits(bundles, ray.cluster_resources()):
+        return False
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=bundles)
+    wanted = {k: round(sum(b.get(k, 0) for b in bundles), 3) for k in ("CPU", "GPU")}
+    log.info("waiting up to %g s for the autoscaler to add %s (the cluster has %s)", seconds,
+             wanted, {k: ray.cluster_resources().get(k, 0) for k in ("CPU", "GPU")})
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not _fits(bundles, ray.cluster_resources()):
+        time.sleep(2)
+    return True
+
+
 def check_fits(config: Config, segments: list[Segment]) -> None:
     """Refuse a pipeline the cluster cannot run at once: Ray Data would wait for
     resources that never come, and the run would hang without a word."""
@@ -192,12 +244,14 @@ def check_fits(config: Config, segments: list[Segment]) -> None:
     if cpus > have.get("CPU", 0) + 1e-9:
         raise ConfigError(f"{config.source}: the stages' workers plus the read and write "
                           f"tasks ask for {cpus:g} CPUs at once, and the cluster has "
-                          f"{have.get('CPU', 0):g}: lower resources.num_cpus or concurrency")
+                          f"{have.get('CPU', 0):g}: lower resources.num_cpus or concurrency"
+                          f"{_wait_hint()}")
     for seg in segments:
         gpus = seg.num_gpus * (seg.concurrency or 1)
         if gpus > have.get("GPU", 0) + 1e-9:
             raise ConfigError(f"{config.source}: stage {'+'.join(seg.names)} asks for "
-                              f"{gpus:g} GPUs and the cluster has {have.get('GPU', 0):g}")
+                              f"{gpus:g} GPUs and the cluster has {have.get('GPU', 0):g}"
+                              f"{_wait_hint()}")
 
 
 def build(shards, config: Config, out_dir: str, progress: bool = True):
@@ -237,6 +291,9 @@ def _dataset(units: list[dict], config: Config, settle: dict | None, progress: b
     context.autoscaling_config.actor_pool_util_upscaling_threshold = 0.95
     segments = plan_segments(config, ray.cluster_resources(), len(units),
                              settle=settle is not None)
+    if wait_for_resources(segments):  # pools sized for the cluster the autoscaler grew
+        segments = plan_segments(config, ray.cluster_resources(), len(units),
+                                 settle=settle is not None)
     check_fits(config, segments)
     read = {"batch_rows": config.run.read_batch_rows, "max_text_bytes": config.run.max_text_bytes}
     log.debug("operators: %s", [s.describe() for s in segments])

@@ -89,7 +89,7 @@ def _start_head(cluster_dir, port, num_cpus, timeout, dashboard_port) -> str:
                     f"--dashboard-agent-listen-port={agent_port}"]
     else:
         command.append("--include-dashboard=false")
-    if num_cpus:
+    if num_cpus is not None:  # 0: a head that runs no tasks
         command.append(f"--num-cpus={num_cpus}")
     log_path = cluster_dir / "head.log"
     with open(log_path, "w") as log:
