@@ -4,8 +4,7 @@ so that the tests need no network):
   kuberay-v1.6.2/, kuberay-v1.7.0/: {raycluster,rayjob}.json.gz
       the openAPIV3Schema of KubeRay's CRDs at those tags,
       github.com/ray-project/kuberay ray-operator/config/crd/bases/ray.io_*.yaml
-  kubernetes-v1.33.0/{cronjob,configmap,persistentvolumeclaim,secret,
-                     podtemplatespec}.json.gz
+  kubernetes-v1.33.0/{cronjob,configmap,persistentvolumeclaim,podtemplatespec}.json.gz
       Kubernetes 1.33.0's own schemas (strict: no unknown fields), from the
       kubernetes-validate 1.36.0 wheel (kubernetes-json-schema/v1.33.0-local-strict/),
       each with only the definitions it reaches; podtemplatespec is for the pod
@@ -30,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 KUBERAY = ("v1.6.2", "v1.7.0")  # the releases with authOptions
 KUBERNETES = "v1.33.0"
 KINDS = {"cronjob": "cronjob-batch-v1", "configmap": "configmap-v1",
-         "persistentvolumeclaim": "persistentvolumeclaim-v1", "secret": "secret-v1"}
+         "persistentvolumeclaim": "persistentvolumeclaim-v1"}
 
 
 def write(path: Path, schema: dict) -> None:
