@@ -221,14 +221,20 @@ def _scores(lines: list[str]) -> tuple[int, ...] | None:
     return tuple(values)
 
 
+def requests_for(texts: list[str], tokenizer, answer_format: str = "dataman",
+                 max_tokens: int = MAX_TOKENS) -> list[list[dict]]:
+    """The rater's conversation for each document: cut to max_tokens of the rater's
+    tokens (by characters without a tokenizer), its control markers escaped."""
+    markers = special_markers(tokenizer)
+    return [build_request(cut(text, tokenizer, max_tokens=max_tokens)[0], answer_format,
+                          markers) for text in texts]
+
+
 def rate(engine, texts: list[str], answer_format: str = "dataman",
          max_new_tokens: int | None = None, max_tokens: int = MAX_TOKENS
          ) -> tuple[list[Rating], list]:
     """Rate documents with an LLM engine: (ratings, the engine's generations).
     max_tokens: the document cut in the rater's tokens (the paper's 1894)."""
-    tokenizer = engine.text_tokenizer
-    markers = special_markers(tokenizer)
-    requests = [build_request(cut(text, tokenizer, max_tokens=max_tokens)[0], answer_format,
-                              markers) for text in texts]
+    requests = requests_for(texts, engine.text_tokenizer, answer_format, max_tokens)
     generations = engine.generate(requests, sampling_for(answer_format, max_new_tokens))
     return [parse_answer(g.text) for g in generations], generations

@@ -384,10 +384,8 @@ def _run_teacher(teacher: dict, texts: list[str]) -> list[dict]:
                 rows += call(chunk)
             except Exception as err:  # engine error, or the actor died (watchdog, OOM)
                 log.warning("dataman teacher failed on %d documents: %s", len(chunk), err)
-                rows += [{**Rating(STATUS_FAILED, raw=f"{type(err).__name__}: {err}"[:500])
-                          .as_row(), "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0,
-                          "truncated_output": False}
-                         for _ in chunk]
+                failed = Rating(STATUS_FAILED, raw=f"{type(err).__name__}: {err}"[:500])
+                rows += [_teacher_row(failed) for _ in chunk]
             log.info("dataman teacher: %d/%d sampled documents rated", len(rows), len(texts))
     finally:
         if ray.is_initialized() and "rater" in locals():
@@ -400,14 +398,12 @@ def _run_teacher_processor(teacher: dict, options: dict, texts: list[str]) -> li
     fitted to the engine's input limit), answered by the processor, parsed here."""
     import time
 
-    from thresher.models.dataman import build_request, cut, parse_answer, sampling_for
-    from thresher.models.llm import fit_conversation, processor, special_markers
+    from thresher.models.dataman import parse_answer, requests_for, sampling_for
+    from thresher.models.llm import fit_conversation, processor
 
     tokenizer = _teacher_tokenizer(options)
-    markers = special_markers(tokenizer)
-    max_doc = teacher.get("max_doc_tokens", MAX_TOKENS)
-    requests = [build_request(cut(text, tokenizer, max_tokens=max_doc)[0], teacher["format"],
-                              markers) for text in texts]
+    requests = requests_for(texts, tokenizer, teacher["format"],
+                            teacher.get("max_doc_tokens", MAX_TOKENS))
     limit = options.get("max_input_tokens") or (
         int(options.get("max_model_len", 4096)) - 64 if options["engine"] == "vllm" else None)
     if tokenizer is not None and limit:
@@ -422,17 +418,22 @@ def _run_teacher_processor(teacher: dict, options: dict, texts: list[str]) -> li
                                       sampling_for(teacher["format"], teacher.get("max_new_tokens")),
                                       model_name)
     seconds = (time.perf_counter() - started) / max(1, len(texts))
-    rows = []
-    for result in results:
-        rating = (Rating(STATUS_FAILED, raw=result["error"][:500]) if result["error"]
-                  else parse_answer(result["text"]))
-        rows.append({**rating.as_row(), "prompt_tokens": result["prompt_tokens"],
-                     "completion_tokens": result["completion_tokens"], "seconds": seconds,
-                     "truncated_output": result["truncated_output"]})
+    rows = [_teacher_row(Rating(STATUS_FAILED, raw=result["error"][:500]) if result["error"]
+                         else parse_answer(result["text"]), result["prompt_tokens"],
+                         result["completion_tokens"], seconds, result["truncated_output"])
+            for result in results]
     failed = sum(bool(r["error"]) for r in results)
     log.info("dataman teacher (%s processor): %d documents rated, %d failed",
              options["engine"], len(rows) - failed, failed)
     return rows
+
+
+def _teacher_row(rating: Rating, prompt_tokens: int = 0, completion_tokens: int = 0,
+                 seconds: float = 0.0, truncated_output: bool = False) -> dict:
+    """One row of the teacher's annotations: the rating and what the answer cost."""
+    return {**rating.as_row(), "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens, "seconds": seconds,
+            "truncated_output": truncated_output}
 
 
 def _teacher_tokenizer(options: dict):
@@ -461,7 +462,5 @@ class _TeacherActor:
 
     def rate(self, texts: list[str], teacher: dict) -> list[dict]:
         ratings, generations = _rate(self.engine, texts, teacher)
-        return [{**r.as_row(), "prompt_tokens": g.prompt_tokens,
-                 "completion_tokens": g.completion_tokens, "seconds": g.seconds,
-                 "truncated_output": g.truncated_output}
-                for r, g in zip(ratings, generations)]
+        return [_teacher_row(r, g.prompt_tokens, g.completion_tokens, g.seconds,
+                             g.truncated_output) for r, g in zip(ratings, generations)]
