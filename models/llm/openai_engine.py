@@ -23,6 +23,14 @@ RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 VLLM_SAMPLING = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
 
 
+def vllm_server_fields(max_input_tokens: int | None) -> dict:
+    """The fields beyond OpenAI's API that a request to vLLM's server carries."""
+    fields = dict(VLLM_SAMPLING)
+    if max_input_tokens:  # the server's own cut, should the local one fall short
+        fields.update(truncate_prompt_tokens=int(max_input_tokens), truncation_side="left")
+    return fields
+
+
 class OpenAIEngine:
     def __init__(self, url: str, model: str | None = None, batch_size: int = 16,
                  timeout_s: float = 120, retries: int = 3, api_key_env: str = "OPENAI_API_KEY",
@@ -94,9 +102,7 @@ class OpenAIEngine:
                 "temperature": sampling.temperature, "top_p": sampling.top_p,
                 "max_tokens": sampling.max_new_tokens, "seed": sampling.seed}
         if self.vllm_sampling:
-            body.update(VLLM_SAMPLING)
-            if self.max_input_tokens:  # the server's own cut, should ours fall short
-                body.update(truncate_prompt_tokens=self.max_input_tokens, truncation_side="left")
+            body.update(vllm_server_fields(self.max_input_tokens))
         reply = self._request("POST", "/chat/completions", body)
         try:
             choice = reply["choices"][0]

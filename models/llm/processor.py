@@ -91,14 +91,11 @@ def build(spec: dict, sampling: Sampling, model_name: str | None = None, gpus: f
                                postprocess=to_result)
     if spec["engine"] != "openai":
         raise ValueError(f"no ray.data.llm processor for engine {spec['engine']!r}")
-    from thresher.models.llm.openai_engine import VLLM_SAMPLING
+    from thresher.models.llm.openai_engine import vllm_server_fields
 
     body = dict(params)
     if spec.get("vllm_sampling", True):  # see OpenAIEngine: the offline engines' greedy
-        body.update(VLLM_SAMPLING)
-        if spec.get("max_input_tokens"):
-            body.update(truncate_prompt_tokens=int(spec["max_input_tokens"]),
-                        truncation_side="left")
+        body.update(vllm_server_fields(spec.get("max_input_tokens")))
 
     def to_payload(row):
         return {ROW: row[ROW], "payload": {"model": model_name, "messages": row["conversation"],
@@ -145,16 +142,20 @@ def generate_rows(spec: dict, conversations: list[list[dict]], sampling: Samplin
                         len(results), len(rows), str(err).splitlines()[0][:300])
             failure = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
             for i in range(len(rows)):
-                results.setdefault(i, {"text": "", "prompt_tokens": 0, "completion_tokens": 0,
-                                       "truncated_output": False, "error": failure})
+                results.setdefault(i, _failed(failure))
     return [results[i] for i in range(len(rows))]
 
 
 def _result(row: dict) -> dict:
     error = row.get(ERROR) or ""
     if error:  # ray.data.llm passes a failed row on as is, without postprocess
-        return {"text": "", "prompt_tokens": 0, "completion_tokens": 0,
-                "truncated_output": False, "error": str(error)[:500]}
+        return _failed(str(error)[:500])
     return {"text": row["text"], "prompt_tokens": row["prompt_tokens"],
             "completion_tokens": row["completion_tokens"],
             "truncated_output": bool(row["truncated_output"]), "error": ""}
+
+
+def _failed(error: str) -> dict:
+    """The result of a row that got no answer."""
+    return {"text": "", "prompt_tokens": 0, "completion_tokens": 0, "truncated_output": False,
+            "error": error}
