@@ -238,9 +238,7 @@ def check_fits(config: Config, segments: list[Segment]) -> None:
     """Refuse a pipeline the cluster cannot run at once: Ray Data would wait for
     resources that never come, and the run would hang without a word."""
     have = ray.cluster_resources()
-    cpus = (0 if segments and segments[0].reads else READ_CPUS) + \
-        (0 if segments and segments[-1].settles else SETTLE_CPUS)
-    cpus += sum(seg.num_cpus * (seg.concurrency or seg.pool[0]) for seg in segments)
+    cpus = sum(bundle["CPU"] for bundle in _first_workers(segments))
     if cpus > have.get("CPU", 0) + 1e-9:
         raise ConfigError(f"{config.source}: the stages' workers plus the read and write "
                           f"tasks ask for {cpus:g} CPUs at once, and the cluster has "
