@@ -18,11 +18,11 @@ import hashlib
 import json
 import os
 import shutil
-import tarfile
-import urllib.request
 import subprocess
 import sys
+import tarfile
 import tempfile
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
