@@ -89,8 +89,23 @@ $(VLLM_SRC)/_FETCHED: constraints-gpu.txt | $(STAMPS)/venv
 	$(BIN)/python deploy/lock_gpu.py --source $(VLLM_SRC)
 	@touch $@
 
+# Debian's headless Chromium, for the test that opens a run's report in a real browser
+# (tests/test_report.py). Best effort: where it cannot be installed (no network,
+# no sudo without a password) that test skips; the stamp keeps the next `make test` from
+# trying again (rm the stamp to retry). sudo -n: fail rather than wait on a password prompt.
+SUDO_NO_PROMPT := $(if $(SUDO),$(SUDO) -n)
+$(STAMPS)/chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium (for the report's browser test)"; \
+	  { $(SUDO_NO_PROMPT) apt-get update -q && $(SUDO_NO_PROMPT) env \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	  } </dev/null || echo "make test: could not install chromium; the report's browser" \
+	    "test will skip (rm $@ to try again)"; \
+	fi
+	@mkdir -p $(STAMPS) && touch $@
+
 # pytest exits 5 when it collects no test: that must fail, not pass.
-test: setup $(VLLM_SRC)/_FETCHED
+test: setup $(VLLM_SRC)/_FETCHED $(STAMPS)/chromium
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

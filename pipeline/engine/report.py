@@ -2,6 +2,10 @@
 
 Plots read only the score columns of this run's parts (never `text`), and at most
 SAMPLE_ROWS rows of them, so a report costs the same on any corpus size.
+
+A plot with nothing to show is not drawn: the page lists it with the reason instead
+(a score column that is null on every row, such as `dataman_metric` when DataMan
+selection is off; a run without duplicates; a mixture step that was skipped).
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import html
 import io
 import json
 import math
+import textwrap
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -19,34 +26,73 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.fs as pafs  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 from thresher.pipeline.io.storage import Store  # noqa: E402
 from thresher.pipeline.engine.write import is_synthetic_part, part_shard_key  # noqa: E402
 
 SAMPLE_ROWS = 200_000
 _NOT_SCORES = {"source_row", "rows"}
+TOP_DROP_REASONS = 15
+TOP_REASONS_PER_FILTER = 6  # four heuristic filters and the URL filter: 35 bars at most
+LABEL_CHARS = 90  # a bar's label is written above it, across the plot's width
+_FILTER_COLORS = ["#d63", "#36c", "#a5c", "#2a7", "#c90", "#0aa", "#888"]
+
+
+@dataclass
+class Plot:
+    """One figure of the report: a base64 PNG, or why there is none."""
+
+    title: str
+    png: str | None = None
+    why_not: str | None = None
+
+    @property
+    def drawn(self) -> bool:
+        return self.png is not None
 
 
 def write(out: Store, run_dir: Path, manifest: dict) -> Path:
+    path = run_dir / "report.html"
+    path.write_text(_page(manifest, build_plots(out, manifest)))
+    return path
+
+
+def build_plots(out: Store, manifest: dict) -> list[Plot]:
+    """The report's plots for this run, drawn or explained, from what it wrote."""
     keys = {s["key"] for s in manifest["shards"]}
     curated = _sample(out, "curated", keys)
     rejected = _sample(out, "rejected", keys)
-    figures = [_outcomes(manifest), _reasons(manifest)]
-    if "lang" in curated.column_names + rejected.column_names:
-        figures.append(_per_language(curated, rejected))
-    if "dup_keep" in curated.column_names + rejected.column_names:
-        figures += [_cluster_sizes(out, manifest["run_id"]),
-                    *(_dup_rate(curated, rejected, by) for by in ("source", "crawl"))]
-    for column in _score_columns(curated, rejected):
-        figures.append(_histogram(column, curated, rejected))
-    proportions = out.path("mixture", "proportions.json")
-    if manifest.get("mixture") and "p" in manifest["mixture"] and out.exists(proportions):
-        figures += _mixture(json.loads(out.read_text(proportions)))
-    path = run_dir / "report.html"
-    path.write_text(_page(manifest, [f for f in figures if f]))
-    return path
+    dedup = "dup_keep" in curated.column_names + rejected.column_names
+    return plots(manifest, curated, rejected,
+                 _read_cluster_sizes(out, manifest["run_id"]) if dedup else None,
+                 _read_proportions(out, manifest))
 
+
+def plots(manifest: dict, curated: pa.Table, rejected: pa.Table,
+          cluster_sizes: dict[int, int] | None = None,
+          proportions: dict | None = None) -> list[Plot]:
+    """The plots from what was read: the manifest, a sample of the curated and the
+    rejected parts' score columns, dedup's clusters by size (None: no dedup), and
+    mixture/proportions.json (None: not written)."""
+    columns = set(curated.column_names) | set(rejected.column_names)
+    found = [_outcomes(manifest), _reasons(manifest)]
+    if "lang" in columns:
+        found.append(_per_language(curated, rejected))
+    if "dup_keep" in columns:
+        found.append(_clusters(cluster_sizes or {}))
+        found += [_dup_rate(curated, rejected, by) for by in ("source", "crawl")]
+    reason_columns = _reason_columns(curated, rejected)
+    if reason_columns:
+        found.append(_filter_failures(reason_columns, curated, rejected))
+    found += [_histogram(column, curated, rejected)
+              for column in _score_columns(curated, rejected)]
+    if manifest.get("mixture"):
+        found += _mixture(manifest["mixture"], proportions)
+    return [plot for plot in found if plot]
+
+
+# --- reading -------------------------------------------------------------------------
 
 def _sample(out: Store, folder: str, keys: set[str]) -> pa.Table:
     tables, rows = [], 0
@@ -69,93 +115,9 @@ def _scalar(typ: pa.DataType) -> bool:
             or pa.types.is_boolean(typ))
 
 
-def _score_columns(*tables: pa.Table) -> list[str]:
-    names = []
-    for table in tables:
-        for f in table.schema:
-            if pa.types.is_floating(f.type) and f.name not in _NOT_SCORES and f.name not in names:
-                names.append(f.name)
-    return names
-
-
-def _figure(draw) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    draw(ax)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _mixture(mixture: dict) -> list[str]:
-    """Aioli's p over rounds, and each method's per-group test loss."""
-    groups, methods = mixture["groups"], mixture["methods"]
-    rounds = methods["aioli"]["p"]
-
-    def proportions(ax):
-        for j, group in enumerate(groups):
-            ax.plot(range(1, len(rounds) + 1), [p[j] for p in rounds], marker="o", label=group)
-        ax.set_xlabel("round")
-        ax.set_ylabel("p")
-        ax.set_title("Aioli mixture proportions over rounds")
-        ax.legend()
-
-    def losses(ax):
-        width = 0.8 / len(methods)
-        for k, (name, result) in enumerate(methods.items()):
-            ax.bar([j + k * width for j in range(len(groups))], result["test_losses"],
-                   width, label=f"{name} (mean {result['test_loss_mean']:.3f})")
-        ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(groups))], groups)
-        ax.set_ylabel("test loss (nats/byte)")
-        ax.set_title("proxy model: per-group test loss, same budget")
-        ax.legend()
-    return [_figure(proportions), _figure(losses)]
-
-
-def _outcomes(manifest: dict) -> str:
-    totals = manifest["totals"]
-    names = ["curated", "rejected", "quarantined"]
-
-    def draw(ax):
-        ax.bar(names, [totals[n] for n in names], color=["#2a7", "#d63", "#888"])
-        ax.set_title("documents by outcome")
-    return _figure(draw)
-
-
-def _reasons(manifest: dict) -> str | None:
-    reasons = list(manifest["drop_reasons"].items())[:15]
-    if not reasons:
-        return None
-
-    def draw(ax):
-        ax.barh([r for r, _ in reasons][::-1], [n for _, n in reasons][::-1], color="#d63")
-        ax.set_title("rejected documents by drop_reason")
-    return _figure(draw)
-
-
-def _per_language(curated: pa.Table, rejected: pa.Table) -> str:
-    def counts(table):
-        if "lang" not in table.column_names:
-            return {}
-        vc = table.column("lang").value_counts().to_pylist()
-        return {d["values"]: d["counts"] for d in vc if d["values"] is not None}
-    kept, dropped = counts(curated), counts(rejected)
-    langs = sorted(set(kept) | set(dropped), key=lambda l: -(kept.get(l, 0) + dropped.get(l, 0)))[:25]
-
-    def draw(ax):
-        ax.bar(langs, [kept.get(l, 0) for l in langs], label="curated", color="#2a7")
-        ax.bar(langs, [dropped.get(l, 0) for l in langs], bottom=[kept.get(l, 0) for l in langs],
-               label="rejected", color="#d63")
-        ax.set_title("documents per language (top 25)")
-        ax.tick_params(axis="x", rotation=60)
-        ax.legend()
-    return _figure(draw)
-
-
-def _cluster_sizes(out: Store, run_id: str) -> str | None:
-    """Clusters this run found or grew, by size (members across all runs so far)."""
-    sizes: dict[int, int] = {}
+def _read_cluster_sizes(out: Store, run_id: str) -> dict[int, int]:
+    """Clusters this run found or grew: how many of each size (members across all runs)."""
+    sizes: Counter = Counter()
     seen = set()
     for folder in out.fs.get_file_info(pafs.FileSelector(out.path("dedup", "clusters"),
                                                          allow_not_found=True)):
@@ -166,12 +128,190 @@ def _cluster_sizes(out: Store, run_id: str) -> str | None:
         for rep, size in zip(table.column("rep").to_pylist(), table.column("size").to_pylist()):
             if rep not in seen:
                 seen.add(rep)
-                sizes[size] = sizes.get(size, 0) + 1
+                sizes[size] += 1
         if len(seen) >= SAMPLE_ROWS:
             break
-    if not sizes:
-        return None
+    return dict(sizes)
 
+
+def _read_proportions(out: Store, manifest: dict) -> dict | None:
+    path = out.path("mixture", "proportions.json")
+    mixture = manifest.get("mixture") or {}
+    if "p" not in mixture or not out.exists(path):
+        return None
+    return json.loads(out.read_text(path))
+
+
+def _score_columns(*tables: pa.Table) -> list[str]:
+    names = []
+    for table in tables:
+        for f in table.schema:
+            if pa.types.is_floating(f.type) and f.name not in _NOT_SCORES and f.name not in names:
+                names.append(f.name)
+    return names
+
+
+def _reason_columns(*tables: pa.Table) -> list[str]:
+    """Per-filter reason columns (`heuristics_c4_reason`, `url_block_reason`): why a
+    row failed that filter, null where it passed. `drop_reason` is not one: it is the
+    run's decision, plotted from the manifest's exact counts."""
+    names = []
+    for table in tables:
+        for f in table.schema:
+            if (f.name.endswith("_reason") and f.name != "drop_reason"
+                    and pa.types.is_string(f.type) and f.name not in names):
+                names.append(f.name)
+    return names
+
+
+def _present(table: pa.Table, column: str) -> list:
+    """The column's non-null values; none when the table lacks the column."""
+    if column not in table.column_names:
+        return []
+    return table.column(column).drop_null().to_pylist()
+
+
+# --- drawing -------------------------------------------------------------------------
+
+def _figure(title: str, draw, height: float = 3.6) -> Plot:
+    """Draw one plot, unless the drawing shows nothing (every bar zero, every value
+    missing): then the page says so instead of showing an empty axis."""
+    fig, ax = plt.subplots(figsize=(7, height))
+    try:
+        draw(ax)
+        ax.set_title(title)
+        if not _shows_data(ax):
+            return Plot(title, why_not="nothing to draw: every value is zero or missing")
+        fig.tight_layout()
+        return Plot(title, png=_png(fig))
+    finally:
+        plt.close(fig)
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _shows_data(ax) -> bool:
+    """Whether the axes hold a bar of non-zero size or a line with a finite point."""
+    def visible(bar):
+        width, height = abs(bar.get_width()), abs(bar.get_height())
+        return math.isfinite(width * height) and width * height > 0
+    bars = any(visible(p) for p in ax.patches if isinstance(p, Rectangle))
+    lines = any(math.isfinite(x) and math.isfinite(y)
+                for line in ax.lines for x, y in line.get_xydata())
+    return bars or lines
+
+
+def _labelled_bars(ax, bars: list[tuple[str, int]], colors: list[str],
+                   total: int | None = None) -> None:
+    """Horizontal bars, top down, each with its label written above it: long labels
+    (`heuristics_gopher_quality=false:gopher_short_doc`) keep the plot's width
+    instead of squeezing it to make room for tick labels."""
+    counts = [n for _, n in bars]
+    rects = ax.barh([-i for i in range(len(bars))], counts, height=0.45, color=colors)
+    for i, (label, _) in enumerate(bars):
+        short = label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…"
+        ax.annotate(short, (0, -i + 0.25), xytext=(3, 0), textcoords="offset points",
+                    va="bottom", fontsize=8)  # off the axis line, so it stays legible
+    ends = [f"{n:,}" + (f" ({100 * n / total:.1f}%)" if total else "") for n in counts]
+    ax.bar_label(rects, ends, padding=3, fontsize=8)
+    ax.set_xlim(0, max(counts) * 1.25)  # room for the counts at the bars' ends
+    ax.set_ylim(-len(bars) + 0.5, 0.85)
+    ax.set_yticks([])
+
+
+def _bars_height(bars: int) -> float:
+    """Inches: room for each bar and the line of text above it."""
+    return max(2.4, 0.34 * bars + 1.2)
+
+
+def _outcomes(manifest: dict) -> Plot:
+    title = "documents by outcome"
+    totals = manifest["totals"]
+    names = ["curated", "rejected", "quarantined"]
+    if not any(totals[n] for n in names):
+        return Plot(title, why_not="no document was curated, rejected or quarantined")
+
+    def draw(ax):
+        ax.bar(names, [totals[n] for n in names], color=["#2a7", "#d63", "#888"])
+    return _figure(title, draw)
+
+
+def _reasons(manifest: dict) -> Plot:
+    title = "rejected documents by drop_reason"
+    if not manifest["drop_reasons"]:
+        return Plot(title, why_not="no document was rejected")
+    shown = _top(Counter(manifest["drop_reasons"]), TOP_DROP_REASONS)
+
+    def draw(ax):
+        _labelled_bars(ax, shown, ["#d63"] * len(shown))
+        ax.set_xlabel("documents")
+    return _figure(title, draw, _bars_height(len(shown)))
+
+
+def _filter_failures(columns: list[str], curated: pa.Table, rejected: pa.Table) -> Plot:
+    """Rows that failed each filter, by the filter's reason, whether or not that
+    filter decided their fate (an earlier rule may have dropped them first)."""
+    rows = curated.num_rows + rejected.num_rows
+    title = f"rows failing each filter, by reason (sample of {rows:,})"
+    bars, passed = _failure_bars(columns, curated, rejected)
+    if not bars:
+        return Plot(title, why_not=f"no sampled row failed {', '.join(passed)}")
+
+    def draw(ax):
+        _labelled_bars(ax, [(label, n) for label, n, _ in bars],
+                       [color for _, _, color in bars], total=rows)
+        passing = textwrap.fill(f"none failed: {', '.join(passed)}", 90) if passed else ""
+        ax.set_xlabel("\n".join(filter(None, ["rows", passing])))
+    return _figure(title, draw, _bars_height(len(bars)))
+
+
+def _failure_bars(columns: list[str], curated: pa.Table,
+                  rejected: pa.Table) -> tuple[list[tuple[str, int, str]], list[str]]:
+    """Bars ("<filter>: <reason>", rows, color), one color per filter, and the filters
+    no sampled row failed. A row failed a filter where the filter's reason is set."""
+    bars, passed = [], []
+    for k, column in enumerate(columns):
+        name = column.removesuffix("_reason")
+        counts = Counter(_present(curated, column) + _present(rejected, column))
+        if not counts:
+            passed.append(name)
+        color = _FILTER_COLORS[k % len(_FILTER_COLORS)]
+        bars += [(f"{name}: {reason}", n, color)
+                 for reason, n in _top(counts, TOP_REASONS_PER_FILTER)]
+    return bars, passed
+
+
+def _top(counts: Counter, n: int) -> list[tuple[str, int]]:
+    """The n most common, and the rest summed into one bar (which says how many)."""
+    top = counts.most_common(n)
+    rest = counts.most_common()[n:]
+    return top + ([(f"{len(rest)} other reasons", sum(c for _, c in rest))] if rest else [])
+
+
+def _per_language(curated: pa.Table, rejected: pa.Table) -> Plot:
+    title = "documents per language (top 25)"
+    kept, dropped = Counter(_present(curated, "lang")), Counter(_present(rejected, "lang"))
+    if not kept and not dropped:
+        return Plot(title, why_not="`lang` is null on every sampled row")
+    langs = [lang for lang, _ in (kept + dropped).most_common(25)]
+
+    def draw(ax):
+        ax.bar(langs, [kept[lang] for lang in langs], label="curated", color="#2a7")
+        ax.bar(langs, [dropped[lang] for lang in langs], bottom=[kept[lang] for lang in langs],
+               label="rejected", color="#d63")
+        ax.tick_params(axis="x", rotation=60)
+        ax.legend()
+    return _figure(title, draw)
+
+
+def _clusters(sizes: dict[int, int]) -> Plot:
+    title = "duplicate clusters by size (this run's, counting earlier runs' members)"
+    if not sizes:
+        return Plot(title, why_not="dedup found no cluster of duplicates in this run")
     order = sorted(sizes)
 
     def draw(ax):  # positions, not labels: labels that read as numbers make matplotlib talk
@@ -179,23 +319,29 @@ def _cluster_sizes(out: Store, run_id: str) -> str | None:
         ax.set_xticks(range(len(order)), [str(k) for k in order])
         ax.set_yscale("log")
         ax.set_xlabel("documents in the cluster")
-        ax.set_title("duplicate clusters by size (this run's, counting earlier runs' members)")
         ax.tick_params(axis="x", rotation=60)
-    return _figure(draw)
+    return _figure(title, draw)
 
 
-def _dup_rate(curated: pa.Table, rejected: pa.Table, by: str) -> str | None:
-    """The share of documents dedup removed, per value of `by` (top 25 by count)."""
-    counts: dict[str, list[int]] = {}
+def _dup_rate(curated: pa.Table, rejected: pa.Table, by: str) -> Plot | None:
+    """The share of documents dedup removed, per value of `by` (top 25 by count);
+    None when the input has no such column."""
+    title = f"duplicate rate by {by} (sample)"
+    if by not in curated.column_names + rejected.column_names:
+        return None
+    counts: dict[str, list[int]] = {}  # value -> [rows, rows removed]
     for table in (curated, rejected):
         if by not in table.column_names or "dup_keep" not in table.column_names:
             continue
         for value, keep in zip(table.column(by).to_pylist(), table.column("dup_keep").to_pylist()):
-            entry = counts.setdefault(str(value), [0, 0])
-            entry[0] += 1
-            entry[1] += keep is False
+            if value is not None and keep is not None:  # no value or no decision: no rate
+                entry = counts.setdefault(str(value), [0, 0])
+                entry[0] += 1
+                entry[1] += keep is False
     if not counts:
-        return None
+        return Plot(title, why_not=f"no sampled row has both a `{by}` and a dedup decision")
+    if not any(removed for _, removed in counts.values()):
+        return Plot(title, why_not="dedup removed no sampled document")
     names = sorted(counts, key=lambda k: -counts[k][0])[:25]
 
     def draw(ax):
@@ -203,43 +349,93 @@ def _dup_rate(curated: pa.Table, rejected: pa.Table, by: str) -> str | None:
                color="#36c")
         ax.set_xticks(range(len(names)), names)
         ax.set_ylabel("% removed as duplicates")
-        ax.set_title(f"duplicate rate by {by} (sample)")
         ax.tick_params(axis="x", rotation=60)
-    return _figure(draw)
+    return _figure(title, draw)
 
 
-def _histogram(column: str, curated: pa.Table, rejected: pa.Table) -> str:
+def _histogram(column: str, curated: pa.Table, rejected: pa.Table) -> Plot:
     # Perplexities span orders of magnitude: plot them on a log scale.
     log = column.endswith("_ppl")
-
-    def values(table):
-        if column not in table.column_names:
-            return []
-        found = table.column(column).drop_null().to_pylist()
-        return [math.log10(v) for v in found if v > 0] if log else found
+    title = f"{'log10 ' if log else ''}{column} (sample)"
+    kept, dropped = _plottable(curated, column, log), _plottable(rejected, column, log)
+    if not kept and not dropped:
+        return Plot(title, why_not=_why_no_values(column, log, curated, rejected))
 
     def draw(ax):
-        ax.hist([values(curated), values(rejected)], bins=40, stacked=True,
-                label=["curated", "rejected"], color=["#2a7", "#d63"])
-        ax.set_title(f"{'log10 ' if log else ''}{column} (sample)")
+        ax.hist([kept, dropped], bins=40, stacked=True, label=["curated", "rejected"],
+                color=["#2a7", "#d63"])
         ax.legend()
-    return _figure(draw)
+    return _figure(title, draw)
 
 
-def _page(manifest: dict, figures: list[str]) -> str:
+def _plottable(table: pa.Table, column: str, log: bool) -> list[float]:
+    """Finite values (and only positive ones, as log10, on a log scale)."""
+    values = [v for v in _present(table, column) if math.isfinite(v)]
+    return [math.log10(v) for v in values if v > 0] if log else values
+
+
+def _why_no_values(column: str, log: bool, *tables: pa.Table) -> str:
+    if not any(_present(table, column) for table in tables):
+        return f"`{column}` is null on every sampled row: its stage did not set it in this run"
+    return f"`{column}` has no finite{' positive' if log else ''} value in the sample"
+
+
+def _mixture(mixture: dict, proportions: dict | None) -> list[Plot]:
+    """Aioli's p over rounds, and each method's per-group test loss."""
+    titles = ["Aioli mixture proportions over rounds",
+              "proxy model: per-group test loss, same budget"]
+    why_not = _why_no_mixture(mixture, proportions)
+    if why_not:
+        return [Plot(title, why_not=why_not) for title in titles]
+    groups, methods = proportions["groups"], proportions["methods"]
+    rounds = methods["aioli"]["p"]
+
+    def over_rounds(ax):
+        for j, group in enumerate(groups):
+            ax.plot(range(1, len(rounds) + 1), [p[j] for p in rounds], marker="o", label=group)
+        ax.set_xlabel("round")
+        ax.set_ylabel("p")
+        ax.legend()
+
+    def losses(ax):
+        width = 0.8 / len(methods)
+        for k, (name, result) in enumerate(methods.items()):
+            ax.bar([j + k * width for j in range(len(groups))], result["test_losses"],
+                   width, label=f"{name} (mean {result['test_loss_mean']:.3f})")
+        ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(groups))], groups)
+        ax.set_ylabel("test loss (nats/byte)")
+        ax.legend()
+    return [_figure(titles[0], over_rounds), _figure(titles[1], losses)]
+
+
+def _why_no_mixture(mixture: dict, proportions: dict | None) -> str | None:
+    if "skipped" in mixture:
+        return f"the mixture step was skipped: {mixture['skipped']}"
+    if not proportions:
+        return "mixture/proportions.json was not found"
+    methods = proportions.get("methods") or {}
+    if not proportions.get("groups") or not (methods.get("aioli") or {}).get("p"):
+        return "mixture/proportions.json holds no groups or no Aioli rounds"
+    return None
+
+
+def _page(manifest: dict, figures: list[Plot]) -> str:
     esc = html.escape
     totals = "".join(f"<tr><th>{esc(k)}</th><td>{v:,}</td></tr>"
                      for k, v in manifest["totals"].items())
     stages = "".join(
         f"<tr><td>{esc(n)}</td><td>{s['worker_seconds']}</td><td>{s['rows_per_worker_second']}</td></tr>"
         for n, s in manifest["stages"].items())
-    images = "".join(f'<img src="data:image/png;base64,{f}">' for f in figures)
+    images = "".join(f'<img src="data:image/png;base64,{p.png}">' for p in figures if p.drawn)
+    missing = "".join(f"<li>{esc(p.title)}: {esc(p.why_not)}</li>" for p in figures
+                      if not p.drawn)
+    not_drawn = f"<h2>Not plotted</h2><ul>{missing}</ul>" if missing else ""
     invariant = "holds" if manifest["invariant"]["ok"] else "VIOLATED"
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>thresher run {esc(manifest['run_id'])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
-img{{margin:6px;border:1px solid #eee}}</style></head><body>
+img{{margin:6px;border:1px solid #eee;vertical-align:top}}h2{{font-size:1.1em}}</style></head><body>
 <h1>thresher run {esc(manifest['run_id'])}</h1>
 <p>state <b>{esc(manifest['state'])}</b>, {manifest['seconds']} s, {len(manifest['shards'])} shards
 processed ({esc(str(manifest['plan']))}); invariant rows_in = curated + rejected + quarantined
@@ -247,4 +443,5 @@ processed ({esc(str(manifest['plan']))}); invariant rows_in = curated + rejected
 <table>{totals}</table>
 <table><tr><th>stage</th><th>worker seconds</th><th>rows per worker second</th></tr>{stages}</table>
 {images}
+{not_drawn}
 </body></html>"""
