@@ -10,12 +10,14 @@ from thresher.stages.ccnet import CCNetPerplexity
 from thresher.stages.dataman import DataManRating
 from thresher.stages.dedup import Dedup
 from thresher.stages.harm import HarmfulPerplexity
+from thresher.stages.heuristics import HeuristicFilters
 from thresher.stages.lang import LanguageID
+from thresher.stages.url import URLBlocklist
 from thresher.stages.wrap import WrapRephrase
 
 STAGES: dict[str, type[Stage]] = {
-    cls.name: cls for cls in (Dedup, LanguageID, CCNetPerplexity, HarmfulPerplexity, DataManRating,
-                                 WrapRephrase)}
+    cls.name: cls for cls in (URLBlocklist, Dedup, LanguageID, HeuristicFilters, CCNetPerplexity,
+                                 HarmfulPerplexity, DataManRating, WrapRephrase)}
 
 
 def stage_class(name: str) -> type[Stage]:

@@ -11,11 +11,12 @@ def write(tmp_path, text):
 
 def test_default_config_runs_every_built_stage():
     config = load_config()
-    assert [s.name for s in config.stages] == ["dedup", "lang", "ccnet", "harm", "dataman",
-                                               "wrap"]
+    assert [s.name for s in config.stages] == ["url", "dedup", "lang", "heuristics", "ccnet",
+                                               "harm", "dataman", "wrap"]
     assert [str(r) for r in config.filters] == [
-        "dup_keep != false", "lang_score >= 0.5", "ccnet_bucket != tail", "harm_flag != true",
-        "dataman_selected != false"]
+        "url_blocked != true", "dup_keep != false", "lang_score >= 0.5",
+        "heuristics_gopher_repetition != false", "heuristics_fineweb != false",
+        "ccnet_bucket != tail", "harm_flag != true", "dataman_selected != false"]
     # Its smallest pools fit on 2 cores at once, and its pools fill them.
     from thresher.pipeline.engine.dag import plan_segments
 

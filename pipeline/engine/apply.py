@@ -51,7 +51,7 @@ def _gate(stage: Stage, table: pa.Table, rules: tuple[Rule, ...]) -> pa.Table:
     for rule in rules:
         if rule.column in stage.columns:
             fails = pc.and_(in_play, pc.invert(rule.passes(table)))
-            pre = pc.if_else(fails, pa.scalar(rule.reason), pre)
+            pre = pc.if_else(fails, rule.reasons(table), pre)
             in_play = pc.and_(in_play, pc.invert(fails))
     return table.set_column(table.schema.get_field_index("_pre"), "_pre", pre)
 

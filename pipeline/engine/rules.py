@@ -3,6 +3,8 @@
 A rule is written as the condition to keep (`lang_score >= 0.5`); a document that
 fails it gets the negation as its drop reason (`lang_score<0.5`), so that the
 reason says what the document had. A null score (the stage did not apply) passes.
+Where a stage also says why (a `<column>_reason` column, as the heuristic filters
+write), that follows: `heuristics_c4=false:too_few_sentences`.
 """
 
 from __future__ import annotations
@@ -60,6 +62,15 @@ class Rule:
     def reason(self) -> str:
         """The drop reason of a document that fails this rule."""
         return f"{self.column}{_NEGATION[self.op]}{_show(self.value)}"
+
+    def reasons(self, table: pa.Table) -> pa.Scalar | pa.ChunkedArray:
+        """The drop reason of each row that fails this rule: `reason`, followed by the
+        row's `<column>_reason` where the table has one and it is set."""
+        why = f"{self.column}_reason"
+        if why not in table.column_names:
+            return pa.scalar(self.reason)
+        joined = pc.binary_join_element_wise(self.reason, table.column(why), ":")
+        return pc.coalesce(joined, pa.scalar(self.reason))
 
     def passes(self, table: pa.Table) -> pa.ChunkedArray:
         """True where a row meets the rule; rows with a null value pass."""

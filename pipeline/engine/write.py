@@ -35,7 +35,7 @@ def decide(batch: pa.Table, rules: list[Rule]) -> pa.Array:
     reason = batch.column("_pre")
     for rule in rules:
         fails = pc.and_(pc.is_null(reason), pc.invert(rule.passes(batch)))
-        reason = pc.if_else(fails, pa.scalar(rule.reason), reason)
+        reason = pc.if_else(fails, rule.reasons(batch), reason)
     return pc.if_else(pc.is_null(batch.column("_error")), reason, pa.scalar(None, pa.string()))
 
 

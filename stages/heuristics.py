@@ -1,0 +1,123 @@
+"""Heuristic quality filters (DESIGN.md 4): Gopher quality and repetition (Rae et al.
+2021), C4 (Raffel et al. 2020) and FineWeb's, run by datatrove's own filter classes.
+
+Each filter's verdict becomes two columns, `heuristics_<filter>` (passed) and
+`heuristics_<filter>_reason` (datatrove's reason, null when it passed); the config's
+filter rules drop on them. Every filter sees the document's text as it came: C4's
+filter also deletes lines from the documents it keeps, and datatrove's later filters
+would see that shorter text; here no stage changes `text`, so C4 only judges.
+
+Words are split per document language as datatrove does (its tokenizer for the row's
+`lang`). engine `fast` (the default) gives datatrove's filters models/words.py's
+FastSpacyTokenizer, which splits as spaCy does, token for token, at a fraction of the
+cost; engine `datatrove` gives them datatrove's own tokenizers.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from thresher.models.words import datatrove_tokenizer, word_tokenizer
+from thresher.stages.base import Resources, Stage
+
+FILTERS = ("gopher_quality", "gopher_repetition", "c4", "fineweb")
+ENGINES = ("fast", "datatrove")
+
+
+def _filter_classes() -> dict:
+    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter,
+                                            GopherQualityFilter, GopherRepetitionFilter)
+
+    return {"gopher_quality": GopherQualityFilter, "gopher_repetition": GopherRepetitionFilter,
+            "c4": C4QualityFilter, "fineweb": FineWebQualityFilter}
+
+
+class HeuristicFilters(Stage):
+    name = "heuristics"
+    columns = {col: typ for f in FILTERS for col, typ in
+               ((f"heuristics_{f}", pa.bool_()), (f"heuristics_{f}_reason", pa.string()))}
+    default_resources = Resources(batch_size=256)
+
+    def __init__(self, gopher_quality: dict | bool = True, gopher_repetition: dict | bool = True,
+                 c4: dict | bool = True, fineweb: dict | bool = True, language: str = "en",
+                 language_column: str | None = "lang", engine: str = "fast",
+                 resources: Resources | None = None):
+        """Each filter: true (datatrove's defaults), a mapping of its datatrove
+        parameters, or false (not run: its columns stay null). language: for rows
+        without a `language_column` value."""
+        super().__init__(resources)
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        given = {"gopher_quality": gopher_quality, "gopher_repetition": gopher_repetition,
+                 "c4": c4, "fineweb": fineweb}
+        self.params = {name: _params(name, value) for name, value in given.items()
+                       if value is not False}
+        self.language, self.language_column, self.engine = language, language_column, engine
+        self._filters: dict[tuple[str, str], object] = {}
+        for name in self.params:  # unknown parameters fail the config, not a worker
+            self._filter(name, language)
+
+    def describe(self) -> dict:
+        return {"engine": self.engine, "filters": self.params, "language": self.language,
+                "language_column": self.language_column}
+
+    def check(self) -> None:
+        pass  # __init__ built one filter of each kind: parameters are fine
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts = batch.column("text").to_pylist()
+        languages = self._languages(batch)
+        verdicts = {name: ([], []) for name in FILTERS}
+        for text, language in zip(texts, languages):
+            for name in FILTERS:
+                passed, reasons = verdicts[name]
+                if name not in self.params:
+                    passed.append(None)
+                    reasons.append(None)
+                    continue
+                reason = self.judge(name, text, language)
+                passed.append(reason is None)
+                reasons.append(reason)
+        for name in FILTERS:
+            passed, reasons = verdicts[name]
+            batch = batch.append_column(f"heuristics_{name}", pa.array(passed, pa.bool_()))
+            batch = batch.append_column(f"heuristics_{name}_reason", pa.array(reasons, pa.string()))
+        return batch
+
+    def judge(self, name: str, text: str, language: str) -> str | None:
+        """datatrove's reason for dropping text by filter `name`, or None if it passes."""
+        from datatrove.data import Document
+
+        result = self._filter(name, language).filter(Document(text=text, id=""))
+        if result is True:
+            return None
+        if result is False:
+            return name
+        return result[1]
+
+    def _languages(self, batch: pa.Table) -> list[str]:
+        if self.language_column and self.language_column in batch.column_names:
+            return [lang or self.language for lang in
+                    batch.column(self.language_column).to_pylist()]
+        return [self.language] * batch.num_rows
+
+    def _filter(self, name: str, language: str):
+        key = (name, language)
+        if key not in self._filters:
+            tokenizer = word_tokenizer(language) if self.engine == "fast" else \
+                datatrove_tokenizer(language)
+            self._filters[key] = _filter_classes()[name](language=tokenizer, **self.params[name])
+        return self._filters[key]
+
+
+def _params(name: str, value: dict | bool) -> dict:
+    if value is True or value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: expected true, false or a mapping of datatrove's "
+                         f"parameters, got {value!r}")
+    if {"language", "exclusion_writer"} & set(value):
+        raise ValueError(f"{name}: `language` is the stage's (per row, from "
+                         "language_column), and nothing is written aside: rejected rows "
+                         "keep their columns")
+    return dict(value)
