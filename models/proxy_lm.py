@@ -1,6 +1,8 @@
 """The proxy model Aioli trains to measure how groups of data help each other: a
-small byte-level causal Transformer in PyTorch (CPU by default, CUDA when there is
-one), sized by config.
+small causal Transformer in PyTorch (CPU by default, CUDA when there is one), sized
+by config. It reads bytes (a vocabulary of 256), or with `tokenizer` set the ids of
+that tokenizer (models/tokenizer.py; its whole vocabulary), so that it sees text as
+a model trained on the tokenized training shards does.
 
 Per-group validation loss is the mean over the group's validation sequences of each
 sequence's mean token loss, as in the paper. It trains as the authors do: AdamW
@@ -18,6 +20,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 VOCAB = 256  # bytes
+# Logits computed at once when scoring held-out windows: a 49k-token vocabulary
+# makes 128 windows of 64 tokens 1.6 GB of logits.
+SCORE_LOGITS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class ProxySettings:
     val_sequences: int = 128
     device: str = "auto"
     threads: int | None = None
+    tokenizer: str | None = None  # a tokenizer name (models/tokenizer.py); None: bytes
 
     @property
     def warmup(self) -> int:
@@ -58,9 +64,13 @@ class ProxySettings:
         return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
 
 
-def encode(texts: list[str], min_len: int) -> list[np.ndarray]:
-    """UTF-8 bytes of each text, dropping those too short for one sequence."""
-    arrays = [np.frombuffer(t.encode("utf-8"), dtype=np.uint8) for t in texts]
+def encode(texts: list[str], min_len: int, tokenizer=None) -> list[np.ndarray]:
+    """UTF-8 bytes (or the tokenizer's ids) of each text, dropping those too short for
+    one sequence."""
+    if tokenizer is None:
+        arrays = [np.frombuffer(t.encode("utf-8"), dtype=np.uint8) for t in texts]
+    else:
+        arrays = tokenizer.encode(texts)
     return [a for a in arrays if len(a) >= min_len]
 
 
@@ -77,16 +87,24 @@ class ProxyTrainer:
             torch.set_num_threads(settings.threads)
         self.s = settings
         self.groups = sorted(train)
+        self.tokenizer = None
+        if settings.tokenizer:
+            from thresher.models.tokenizer import load_tokenizer
+
+            self.tokenizer = load_tokenizer(settings.tokenizer)
+        self.vocab = self.tokenizer.vocab_size if self.tokenizer else VOCAB
+        self.unit = "tokens" if self.tokenizer else "bytes"
         need = settings.context + 1
-        self.train_docs = {g: encode(train[g], need) for g in self.groups}
+        self.train_docs = {g: encode(train[g], need, self.tokenizer) for g in self.groups}
         empty = [g for g, docs in self.train_docs.items() if not docs]
         if empty:
-            raise ValueError(f"groups {empty} have no training text of at least {need} bytes")
+            raise ValueError(f"groups {empty} have no training text of at least {need} "
+                             f"{self.unit}")
         self.rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") \
             if settings.device == "auto" else settings.device
-        self.model = _build(settings).to(self.device)
+        self.model = _build(settings, self.vocab).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.lr,
                                            weight_decay=settings.weight_decay)
         self.val = self.fixed_sequences(val)
@@ -98,10 +116,11 @@ class ProxyTrainer:
         size = self.s.context + 1
         out = {}
         for g in self.groups:
-            windows = [d[i:i + size] for d in encode(texts.get(g, []), size)
+            windows = [d[i:i + size] for d in encode(texts.get(g, []), size, self.tokenizer)
                        for i in range(0, len(d) - size + 1, size)][: self.s.val_sequences]
             if not windows:
-                raise ValueError(f"group {g!r} has no held-out text of at least {size} bytes")
+                raise ValueError(f"group {g!r} has no held-out text of at least {size} "
+                                 f"{self.unit}")
             if len(windows) < self.s.val_sequences:
                 log.warning("group %r: %d held-out windows, fewer than val_sequences=%d; "
                             "small loss differences are noise there (raise docs_per_group)",
@@ -118,7 +137,7 @@ class ProxyTrainer:
             batch = np.stack([self._window(self.groups[g]) for g in groups])
             tokens = torch.tensor(batch, dtype=torch.long, device=self.device)
             logits = self.model(tokens[:, :-1])
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB),
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, self.vocab),
                                                      tokens[:, 1:].reshape(-1))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -142,28 +161,37 @@ class ProxyTrainer:
         out = []
         with torch.inference_mode():
             for g in self.groups:
-                tokens = sequences[g]
-                logits = self.model(tokens[:, :-1])
-                per_token = torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, VOCAB), tokens[:, 1:].reshape(-1), reduction="none")
-                out.append(per_token.view(tokens.shape[0], -1).mean(dim=1).mean().item())
+                per_sequence = torch.cat([self._sequence_losses(chunk) for chunk in
+                                          sequences[g].split(self._score_chunk())])
+                out.append(per_sequence.mean().item())
         return np.array(out)
 
+    def _score_chunk(self) -> int:
+        """Windows scored at once: all of them for bytes, a few for a large vocabulary."""
+        return max(1, SCORE_LOGITS // (self.s.context * self.vocab))
 
-def _build(s: ProxySettings):
+    def _sequence_losses(self, tokens):
+        """Each window's mean token loss."""
+        logits = self.model(tokens[:, :-1])
+        per_token = self.torch.nn.functional.cross_entropy(
+            logits.reshape(-1, self.vocab), tokens[:, 1:].reshape(-1), reduction="none")
+        return per_token.view(tokens.shape[0], -1).mean(dim=1)
+
+
+def _build(s: ProxySettings, vocab: int):
     import torch
     from torch import nn
 
-    class ByteLM(nn.Module):
+    class ProxyLM(nn.Module):
         def __init__(self):
             super().__init__()
-            self.embed = nn.Embedding(VOCAB, s.width)
+            self.embed = nn.Embedding(vocab, s.width)
             self.position = nn.Embedding(s.context, s.width)
             layer = nn.TransformerEncoderLayer(s.width, s.heads, 4 * s.width, dropout=0.0,
                                                batch_first=True, norm_first=True)
             self.blocks = nn.TransformerEncoder(layer, s.layers, enable_nested_tensor=False)
             self.norm = nn.LayerNorm(s.width)
-            self.head = nn.Linear(s.width, VOCAB, bias=False)
+            self.head = nn.Linear(s.width, vocab, bias=False)
             self.head.weight = self.embed.weight  # tied
             self.register_buffer("causal", torch.triu(
                 torch.full((s.context, s.context), float("-inf")), diagonal=1))
@@ -174,4 +202,4 @@ def _build(s: ProxySettings):
             x = self.blocks(x, mask=self.causal[:n, :n], is_causal=True)
             return self.head(self.norm(x))
 
-    return ByteLM()
+    return ProxyLM()

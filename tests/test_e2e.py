@@ -170,3 +170,42 @@ def test_a_failed_invariant_is_recorded_as_failed(tmp_path, monkeypatch):
         ledger.close()
     manifest = json.loads(next((out / "runs").glob("*/manifest.json")).read_text())
     assert manifest["state"] == "failed" and not manifest["invariant"]["ok"]
+
+
+def test_the_default_mixture_writes_training_tokens_megatron_reads(tmp_path):
+    """The default config's mixture step (a smaller proxy and budget: the Aioli part is
+    tested in test_mixture.py) after a real run: its tokenized training set, read by
+    Megatron-LM's own reader, holds every training row as SmolLM2 ids + EOS."""
+    import warnings
+    from dataclasses import replace
+
+    import numpy as np
+    import yaml
+
+    from thresher.models.tokenizer import load_tokenizer
+    from thresher.pipeline.engine.config import parse_config
+
+    default = load_config().mixture
+    mixture = replace(default, proxy={"context": 32, "width": 32, "layers": 1, "heads": 2,
+                                      "batch_size": 4, "val_sequences": 4},
+                      aioli={"total_steps": 60, "round_steps": 30, "lp_rounds": 1, "lp_steps": 3})
+    config = replace(parse_config(yaml.safe_load(LANG_ONLY), "lang-only"), mixture=mixture)
+    result = run([write_shard(tmp_path / "crawl" / "a.parquet", good_rows(120))],
+                 tmp_path / "out", config)
+    assert result.state == "finished"
+    training = tmp_path / "out" / "training"
+    index = json.loads((training / "index.json").read_text())
+    tokenizer = load_tokenizer(default.tokenize["tokenizer"], default.tokenize["eos"])
+    assert index["tokenized"]["format"] == "megatron" and index["tokenized"]["eos_id"] == 0
+    with warnings.catch_warnings():  # megatron-core without Transformer Engine says so
+        warnings.simplefilter("ignore")
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+    total = 0
+    for shard in index["shards"]:
+        dataset = IndexedDataset(str(training / shard["file"].removesuffix(".parquet")))
+        texts = pq.read_table(training / shard["file"]).column("text").to_pylist()
+        assert len(dataset) == len(texts) == shard["tokenized"]["docs"] > 0
+        for i, ids in enumerate(tokenizer.encode(texts)):
+            assert dataset[i].tolist() == ids.tolist() + [0]
+        total += int(dataset.sequence_lengths.sum())
+    assert total == index["tokenized"]["tokens"] == sum(index["tokenized"]["groups"].values())

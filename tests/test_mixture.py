@@ -168,3 +168,55 @@ def test_validation_takes_many_windows_from_few_documents():
     trainer = ProxyTrainer(text, text, ProxySettings(context=32, width=16, layers=1, heads=2,
                                                      val_sequences=128))
     assert trainer.val["a"].shape == (1000 // 33, 33)  # successive windows of one document
+
+
+def test_a_token_level_proxy_reads_the_tokenizer_ids_and_learns():
+    """proxy.tokenizer: the proxy's vocabulary and windows are the tokenizer's."""
+    import numpy as np
+
+    from thresher.models.proxy_lm import ProxySettings, ProxyTrainer
+    from thresher.models.tokenizer import load_tokenizer
+
+    rng = random.Random(0)
+    texts = {lang: [" ".join(rng.choice(words) for _ in range(60)) for _ in range(12)]
+             for lang, words in WORDS.items()}
+    train = {g: t[:10] for g, t in texts.items()}
+    val = {g: t[10:] for g, t in texts.items()}
+    settings = ProxySettings(context=32, width=32, layers=1, heads=2, batch_size=8, lr=3e-3,
+                             val_sequences=4, threads=1, tokenizer="smollm2-135m-instruct")
+    trainer = ProxyTrainer(train, val, settings)
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    assert trainer.vocab == tokenizer.vocab_size == 49152
+    assert trainer.model.embed.num_embeddings == 49152
+    assert np.array_equal(trainer.train_docs["de"][0], tokenizer.encode([train["de"][0]])[0])
+    assert trainer.val["de"][0].tolist() == tokenizer.encode([val["de"][0]])[0][:33].tolist()
+    before = trainer.losses()
+    trainer.train(np.ones(3) / 3, 20)
+    assert (trainer.losses() < before - 0.5).all()
+
+
+def test_scoring_in_chunks_gives_the_same_losses(monkeypatch):
+    """Held-out windows are scored a few at a time for a large vocabulary; the losses
+    are the same as all at once."""
+    import numpy as np
+
+    from thresher.models import proxy_lm
+
+    text = {"a": ["the river city " * 40], "b": ["der fluss stadt " * 40]}
+    settings = proxy_lm.ProxySettings(context=16, width=16, layers=1, heads=2, threads=1)
+    whole = proxy_lm.ProxyTrainer(text, text, settings).losses()
+    monkeypatch.setattr(proxy_lm, "SCORE_LOGITS", 16 * 256 * 3)  # 3 windows at a time
+    chunked = proxy_lm.ProxyTrainer(text, text, settings)
+    assert chunked._score_chunk() == 3 and chunked.val["a"].shape[0] > 3
+    assert np.allclose(chunked.losses(), whole, atol=1e-6)
+
+
+def test_mixture_with_a_token_level_proxy_records_its_tokenizer(tmp_path):
+    from dataclasses import replace
+
+    out = curated_output(tmp_path)
+    options = replace(OPTIONS, proxy={**OPTIONS.proxy, "tokenizer": "smollm2-135m-instruct"})
+    run_mixture(out, options)
+    mixture = json.loads((out / "mixture" / "proportions.json").read_text())
+    assert mixture["proxy"]["tokenizer"] == "smollm2-135m-instruct"
+    assert all(m["test_loss_mean"] > 0 for m in mixture["methods"].values())

@@ -41,6 +41,9 @@ class MixtureOptions:
     seed: int = 0
     training_tokens: int | None = None  # None: as many as curated holds
     shard_max_rows: int = 100_000
+    # The training shards also as token ids: {tokenizer: NAME, format: megatron |
+    # datatrove, eos: TOKEN (default: the tokenizer's)}; None: Parquet text only.
+    tokenize: dict | None = None
 
 
 @dataclass
@@ -151,7 +154,43 @@ def _mixture(values: object, source: str) -> MixtureOptions:
                               "{fixed: {group: weight, ...}}")
     if options.max_groups < 1 or options.docs_per_group < 20:
         raise ConfigError(f"{where}: max_groups must be >= 1 and docs_per_group >= 20")
+    if options.tokenize is not None:
+        _check_tokenize(options.tokenize, f"{where}.tokenize")
+    if options.proxy.get("tokenizer") is not None:
+        _check_tokenizer(options.proxy["tokenizer"], f"{where}.proxy.tokenizer")
     return options
+
+
+def _check_tokenize(spec: object, where: str) -> None:
+    from thresher.pipeline.io.tokenized import FORMATS
+
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a mapping {{tokenizer: ..., format: ...}}")
+    known = {"tokenizer", "format", "eos"}
+    if set(spec) - known:
+        raise ConfigError(f"{where}: unknown keys {sorted(set(spec) - known)}; "
+                          f"known: {', '.join(sorted(known))}")
+    if spec.get("format", "megatron") not in FORMATS:
+        raise ConfigError(f"{where}.format: unknown format {spec['format']!r}; "
+                          f"known: {', '.join(FORMATS)}")
+    if not isinstance(spec.get("eos", ""), str):
+        raise ConfigError(f"{where}.eos: expected a token's text, e.g. '<|endoftext|>'")
+    if not spec.get("tokenizer"):
+        raise ConfigError(f"{where}.tokenizer is missing: a Hugging Face tokenizer folder, "
+                          "a .gguf file or a built-in LLM name (smollm2-135m-instruct)")
+    _check_tokenizer(spec["tokenizer"], f"{where}.tokenizer")
+
+
+def _check_tokenizer(name: object, where: str) -> None:
+    """The tokenizer's files exist (loading it takes seconds: that waits for the run)."""
+    from thresher.models.tokenizer import tokenizer_path
+
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: expected a tokenizer name or path, got {name!r}")
+    try:
+        tokenizer_path(name)
+    except ModelNotFound as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _run_options(values: dict, source: str) -> RunOptions:

@@ -209,6 +209,9 @@ class Store:
     def write_text(self, path: str, text: str) -> None:
         _write(self.fs, path, lambda handle: handle.write(text.encode("utf-8")))
 
+    def write_bytes(self, path: str, data: bytes) -> None:
+        _write(self.fs, path, lambda handle: handle.write(data))
+
 
 def write_text(location: str, text: str) -> None:
     """Write a small text file (a manifest, a JSON summary) atomically."""

@@ -11,8 +11,12 @@ documents, the baselines under the same budget, and the final training shards.
    `training_tokens` with Aioli's p: each document is taken floor(k) times plus once
    more with probability frac(k), k = the group's target / its tokens, decided by a
    hash of (seed, id): deterministic, streaming, two passes over curated/. A group
-   with too few tokens is upsampled (k > 1), and that is reported, not hidden.
-Tokens here are whitespace-separated words.
+   with too few tokens is upsampled (k > 1), and that is reported, not hidden. Each
+   shard's rows are shuffled by (seed, shard): a trainer that reads in order must
+   not meet a document's copies back to back.
+4. Tokenize (when mixture.tokenize is set): each shard, as token ids in Megatron's
+   or datatrove's format (pipeline/steps/tokenize.py).
+Tokens in steps 1-3 are whitespace-separated words; step 4 counts the tokenizer's.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from thresher.models.aioli import AioliSettings, run_aioli, run_fixed
 from thresher.models.proxy_lm import ProxySettings, ProxyTrainer
 from thresher.pipeline.engine.config import MixtureOptions
 from thresher.pipeline.io.storage import Store
+from thresher.pipeline.io.tokenized import PATTERNS as TOKENIZED_PATTERNS
+from thresher.pipeline.steps.tokenize import tokenize_shards
 from thresher.pipeline.engine.write import is_synthetic_part
 
 log = logging.getLogger(__name__)
@@ -193,8 +199,9 @@ def write_training_shards(out: Store | str | Path, options: MixtureOptions,
             tokens[mapping[str(group)]] += len(text.split())
     budget = options.training_tokens or sum(tokens.values())
     factor = {g: (p[g] * budget / tokens[g]) if tokens[g] else 0.0 for g in groups}
-    for old in out.files("training", "shard-*.parquet"):
-        out.delete(old)
+    for pattern in ("shard-*.parquet", *TOKENIZED_PATTERNS):
+        for old in out.files("training", pattern):
+            out.delete(old)
     index = {"seed": options.seed, "budget_tokens": budget, "p": p, "shards": [],
              "groups": {g: {"available_tokens": tokens[g], "target_tokens": round(p[g] * budget),
                             "sampling_factor": round(factor[g], 4),
@@ -225,6 +232,8 @@ def write_training_shards(out: Store | str | Path, options: MixtureOptions,
                 if len(rows) >= options.shard_max_rows:
                     _flush(out, rows, index)
     _flush(out, rows, index)
+    if options.tokenize:
+        _tokenize(out, options.tokenize, index)
     out.write_text(out.path("training", "index.json"), json.dumps(index, indent=1))
     return index
 
@@ -232,7 +241,8 @@ def write_training_shards(out: Store | str | Path, options: MixtureOptions,
 def _flush(out: Store, rows: list[dict], index: dict) -> None:
     if not rows:
         return
-    table = pa.Table.from_pylist(rows, schema=TRAINING_SCHEMA)
+    order = np.random.default_rng([index["seed"], len(index["shards"])]).permutation(len(rows))
+    table = pa.Table.from_pylist([rows[i] for i in order], schema=TRAINING_SCHEMA)
     name = f"shard-{len(index['shards']):05d}.parquet"
     out.write_table(table, out.path("training", name))
     counts = Counter()
@@ -240,6 +250,22 @@ def _flush(out: Store, rows: list[dict], index: dict) -> None:
         counts[r["group"]] += len(r["text"].split())
     index["shards"].append({"file": name, "rows": len(rows), "tokens": dict(counts)})
     rows.clear()
+
+
+def _tokenize(out: Store, spec: dict, index: dict) -> None:
+    """Step 4: the shards' tokenized files, and their token counts (EOS included) per
+    shard and per group into the index."""
+    results = tokenize_shards(out, [shard["file"] for shard in index["shards"]], spec)
+    groups: Counter = Counter()
+    for shard, result in zip(index["shards"], results):
+        shard["tokenized"] = {k: result[k] for k in ("files", "docs", "tokens")}
+        groups.update(result["tokens"])
+    first = results[0] if results else {}
+    index["tokenized"] = {
+        "tokenizer": spec["tokenizer"], "format": spec.get("format", "megatron"),
+        **{k: first.get(k) for k in ("eos_id", "vocab_size", "dtype")},
+        "docs": sum(r["docs"] for r in results), "tokens": sum(groups.values()),
+        "groups": {g: groups[g] for g in index["groups"]}}
 
 
 TRAINING_SCHEMA = pa.schema([
@@ -258,7 +284,9 @@ def run_mixture(out: Store | str | Path, options: MixtureOptions) -> dict:
             "test_loss_mean": mixture["test_loss_mean"],
             "training": {"shards": len(index["shards"]), "budget_tokens": index["budget_tokens"],
                          "upsampled_groups": [g for g, s in index["groups"].items()
-                                              if s["upsampled"]]}}
+                                              if s["upsampled"]]}
+            | ({"tokenized": {k: index["tokenized"][k] for k in ("format", "tokens", "groups")}}
+               if "tokenized" in index else {})}
 
 
 def _store(out: Store | str | Path) -> Store:
