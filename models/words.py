@@ -12,8 +12,9 @@ compares it with datatrove's on the demo crawl).
 Two things are not per chunk, and are done as spaCy does them. spaCy applies its
 exceptions once more over the whole document (a phrase matcher on the tokens), and a
 match may run across a space: it merges nothing there, but it hides the matches it
-overlaps (`Tattoo'' ''Executive`). Where two chunks one space apart end and start with
-tokens that follow each other in an exception's pattern, they go to spaCy together.
+overlaps (`Tattoo'' ''Executive`). Where two chunks one space apart could hold an
+exception's pattern across that space (one ends with the text of its first tokens, the
+other starts with the rest), they go to spaCy together.
 And the sentencizer sees whitespace tokens (a whitespace run other than one space).
 """
 
@@ -28,7 +29,7 @@ from datatrove.utils.word_tokenizers import (SpaCyTokenizer, WhitespaceTokenizer
 
 log = logging.getLogger(__name__)
 
-CACHE_LIMIT = 300_000  # chunks remembered per language (some tens of MB)
+CACHE_LIMIT = 250_000  # chunks per generation and language (two: some tens of MB)
 _CHUNK = re.compile(r"\S+")
 _RUN = re.compile(r"\S+|\s+")
 
@@ -69,12 +70,19 @@ class FastSpacyTokenizer(WordTokenizer):
         self.nlp = inner._spacy_xx.tokenizer if whitespace else inner.tokenizer
         # WhitespaceTokenizer splits sentences with a regex, not spaCy: keep its own
         self._spacy_sentences = not whitespace
-        # chunk -> (its tokens, may its end join an exception, may its start join one)
-        self._chunks: dict[str, tuple[tuple[str, ...], bool, bool]] = {}
+        # chunk -> (its tokens, what may follow it in an exception, may it start one's rest)
+        self._chunks: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {}
+        self._old: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {}
         self._punct: dict[str, bool] = {}
-        self._pairs, self._ends_as, self._starts_as = _exception_pairs(self.nlp)
-        self._lefts = {a for a, _ in self._pairs}
-        self._rights = {b for _, b in self._pairs}
+        self._exception_keys = frozenset(self.nlp.tokenizer.rules or {})
+        self._affixes_only = _affixes_only(self.nlp)
+        self._splits = _exception_splits(self.nlp, self._affixes_only)
+        self._shaped: dict[str, bool] = {}
+        spanning = [k for k in self.nlp.tokenizer.rules or {}
+                    if k.strip() and any(c.isspace() for c in k)]
+        self._spanning = re.compile("|".join(map(re.escape, spanning))) if spanning else None
+        self._rights = {r for rights in self._splits.values() for r in rights}
+        self._longest = max(map(len, [*self._splits, *self._rights]), default=0)
         self._punct_chars = self.nlp.get_pipe("sentencizer").punct_chars
 
     # -- datatrove's WordTokenizer interface
@@ -82,8 +90,9 @@ class FastSpacyTokenizer(WordTokenizer):
     def word_tokenize(self, text: str) -> list[str]:
         chunks = text.split()
         known = self._known(chunks)
-        if self._exception_may_cross(chunks, known):
-            return [t for t, _ in self._tokens_at(text, known) if not t.isspace()]
+        spans = self._holds_spanning_exception(text)
+        if self._exception_may_cross(chunks, known, spans):
+            return self._words_across(text, known, spans)
         out: list[str] = []
         for chunk in chunks:
             out.extend(known[chunk][0])
@@ -95,8 +104,9 @@ class FastSpacyTokenizer(WordTokenizer):
             return self.inner.span_tokenize(text)
         chunks = text.split()
         known = self._known(chunks)
-        if self._exception_may_cross(chunks, known):
-            tokens = self._tokens_at(text, known)
+        spans = self._holds_spanning_exception(text)
+        if self._exception_may_cross(chunks, known, spans):
+            tokens = self._tokens_at(text, known, spans)
         else:
             tokens = self._tokens_at_chunkwise(text, known)
         starts = self._sentence_starts([t for t, _ in tokens])
@@ -125,6 +135,28 @@ class FastSpacyTokenizer(WordTokenizer):
                 seen_period = True
         return starts
 
+    def _words_across(self, text: str, known: dict, spans: bool) -> list[str]:
+        """word_tokenize where exceptions may cross spaces: chunks one space apart that
+        one may join go to spaCy together, the others keep their tokens."""
+        out: list[str] = []
+        runs = _RUN.findall(text)
+        i, n = 0, len(runs)
+        while i < n:
+            run = runs[i]
+            if run[0].isspace():
+                i += 1
+                continue
+            last = i  # the group's last chunk
+            while last + 2 < n and runs[last + 1] == " " and known[runs[last]][1] and \
+                    self._may_join(runs[last], runs[last + 2], known, spans):
+                last += 2
+            if last == i:
+                out.extend(known[run][0])
+            else:
+                out.extend(t.text for t in self.nlp.tokenizer("".join(runs[i:last + 1])))
+            i = last + 1
+        return out
+
     def _tokens_at_chunkwise(self, text: str, known: dict) -> list[tuple[str, int]]:
         """spaCy's tokens of text with their offsets, whitespace tokens included (one
         space after a token belongs to it, any other whitespace run is a token), where
@@ -144,52 +176,88 @@ class FastSpacyTokenizer(WordTokenizer):
             at += len(run)
         return out
 
-    def _tokens_at(self, text: str, known: dict) -> list[tuple[str, int]]:
+    def _tokens_at(self, text: str, known: dict, spans: bool) -> list[tuple[str, int]]:
         """_tokens_at_chunkwise where exceptions may cross spaces: chunks one space
         apart that one may join go to spaCy together."""
         out: list[tuple[str, int]] = []
-        group: list[str] = []  # chunks one space apart that an exception may join
-        group_at = 0
-        for match in _RUN.finditer(text):
-            run, at = match.group(), match.start()
-            if run.isspace():
-                if run == " " and group:
-                    continue  # the group may go on with the next chunk
-                out += self._group_tokens(group, group_at, known)
-                group = []
-                skip = 1 if at > 0 and run[0] == " " else 0
-                if run[skip:]:
+        runs = _RUN.findall(text)
+        at, i, n = 0, 0, len(runs)
+        while i < n:
+            run = runs[i]
+            if run[0].isspace():
+                skip = 1 if at and run[0] == " " else 0
+                if len(run) > skip:
                     out.append((run[skip:], at + skip))
-            elif group and self._may_join(group[-1], run, known):
-                group.append(run)
+                at += len(run)
+                i += 1
+                continue
+            last = i  # the group's last chunk
+            while last + 2 < n and runs[last + 1] == " " and \
+                    self._may_join(runs[last], runs[last + 2], known, spans):
+                last += 2
+            if last == i:
+                pos = at
+                for token in known[run][0]:
+                    out.append((token, pos))
+                    pos += len(token)
             else:
-                out += self._group_tokens(group, group_at, known)
-                group, group_at = [run], at
-        return out + self._group_tokens(group, group_at, known)
-
-    def _group_tokens(self, group: list[str], at: int, known: dict) -> list[tuple[str, int]]:
-        if not group:
-            return []
-        if len(group) > 1:
-            return [(t.text, at + t.idx) for t in self.nlp.tokenizer(" ".join(group))]
-        out = []
-        for token in known[group[0]][0]:
-            out.append((token, at))
-            at += len(token)
+                group = "".join(runs[i:last + 1])
+                out += [(t.text, at + t.idx) for t in self.nlp.tokenizer(group)]
+            at += sum(len(r) for r in runs[i:last + 1])
+            i = last + 1
         return out
 
     def _known(self, chunks: list[str]) -> dict:
-        missing = [c for c in dict.fromkeys(chunks) if c not in self._chunks]
-        if missing and len(self._chunks) + len(missing) > CACHE_LIMIT:
-            self._chunks.clear()  # start afresh: this text's chunks are all learned again
-            missing = list(dict.fromkeys(chunks))
+        """The chunk table, holding every chunk of `chunks`. It keeps two generations:
+        when the young one is full it becomes the old one (the older is dropped), and a
+        chunk found in the old one moves back, so the chunks in use stay and memory stays
+        bounded."""
+        if len(self._chunks) > CACHE_LIMIT:
+            self._old, self._chunks = self._chunks, {}
+            self._shaped.clear()
+        young, old = self._chunks, self._old
+        missing = [c for c in dict.fromkeys(chunks) if c not in young]
         if missing:
-            self._learn(missing)
-        return self._chunks
+            new = []
+            for chunk in missing:
+                entry = old.get(chunk)
+                if entry is None:
+                    new.append(chunk)
+                else:
+                    young[chunk] = entry
+            if new:
+                self._learn(new)
+        return young
 
     def _learn(self, chunks: list[str]) -> None:
-        """Tokenize new chunks in one spaCy call. A newline between them is a token of
-        its own, which keeps spaCy's exception pass from matching across them."""
+        """Tokenize new chunks: a chunk no rule of spaCy's splits is one token; the
+        others go to spaCy in one call, a newline between them (a token of its own,
+        which keeps spaCy's exception pass from matching across them)."""
+        split = []
+        for chunk in chunks:
+            if self._unsplittable(chunk):
+                self._remember(chunk, [chunk])
+            else:
+                split.append(chunk)
+        if split:
+            self._learn_with_spacy(split)
+
+    def _unsplittable(self, chunk: str) -> bool:
+        """Whether spaCy's tokenizer leaves the chunk whole (its _split_affixes and
+        _attach_tokens, in short): no exception, prefix or suffix applies, and no infix
+        matches (or token_match / url_match keeps it whole)."""
+        tok = self.nlp.tokenizer
+        if chunk in self._exception_keys:
+            return False
+        for search in (tok.prefix_search, tok.suffix_search):
+            match = search(chunk) if search is not None else None
+            if match is not None and match.end() > match.start():
+                return False
+        if (tok.token_match and tok.token_match(chunk)) or (tok.url_match and tok.url_match(chunk)):
+            return True
+        return tok.infix_finditer is None or next(tok.infix_finditer(chunk), None) is None
+
+    def _learn_with_spacy(self, chunks: list[str]) -> None:
         starts, at = [], 0
         for chunk in chunks:
             starts.append(at)
@@ -202,51 +270,70 @@ class FastSpacyTokenizer(WordTokenizer):
             if not token.is_space:
                 tokens[which].append(token.text)
         for chunk, found in zip(chunks, tokens):
-            last, first = found[-1], found[0]
-            self._chunks[chunk] = (
-                tuple(found),
-                any(a in self._lefts for a in self._ends_as.get(last, (last,))),
-                any(b in self._rights for b in self._starts_as.get(first, (first,))))
+            self._remember(chunk, found)
 
-    def _exception_may_cross(self, chunks: list[str], known: dict) -> bool:
-        return any(self._may_join(left, right, known) for left, right in zip(chunks, chunks[1:])
-                   if known[left][1] and known[right][2])
+    def _remember(self, chunk: str, tokens: list[str]) -> None:
+        """A chunk's tokens, the texts after a pattern's cut that may follow it (from
+        the pattern texts it ends with), and whether it starts like such a text."""
+        ends = range(1, min(len(chunk), self._longest) + 1)
+        follow = tuple(r for k in ends for r in self._splits.get(chunk[-k:], ()))
+        self._chunks[chunk] = (tuple(tokens), follow, any(chunk[:k] in self._rights for k in ends))
 
-    def _may_join(self, left: str, right: str, known: dict) -> bool:
-        """Whether an exception's pattern may run from chunk `left` into `right`."""
-        if not (known[left][1] and known[right][2]):
+    def _exception_may_cross(self, chunks: list[str], known: dict, spans: bool) -> bool:
+        return any(self._may_join(left, right, known, spans)
+                   for left, right in zip(chunks, chunks[1:]) if known[left][1] and known[right][2])
+
+    def _may_join(self, left: str, right: str, known: dict, spans: bool) -> bool:
+        """Whether spaCy's exception pass may match across the space between chunks
+        `left` and `right` and change a token: some pattern's text, cut between two of
+        its tokens, ends `left` and starts `right` (a match needs that), and either the
+        text holds an exception with a space in it (a match that merges), or a chunk's
+        own tokens came from an exception that such a match could hide."""
+        follow = known[left][1]
+        if not (follow and known[right][2] and right.startswith(follow)):
             return False
-        last, first = known[left][0][-1], known[right][0][0]
-        return any((a, b) in self._pairs for a in self._ends_as.get(last, (last,))
-                   for b in self._starts_as.get(first, (first,)))
+        return spans or self._excepted(left, known) or self._excepted(right, known)
+
+    def _excepted(self, chunk: str, known: dict) -> bool:
+        """Whether an exception shaped the chunk's tokens: they differ from those of
+        the affix rules alone (remembered per chunk)."""
+        excepted = self._shaped.get(chunk)
+        if excepted is None:
+            plain = tuple(t.text for t in self._affixes_only(chunk))
+            excepted = self._shaped[chunk] = plain != known[chunk][0]
+        return excepted
+
+    def _holds_spanning_exception(self, text: str) -> bool:
+        return self._spanning is not None and self._spanning.search(text) is not None
 
     def _is_punct(self, token: str) -> bool:
         punct = self._punct.get(token)
         if punct is None:
+            if len(self._punct) > CACHE_LIMIT:
+                self._punct.clear()
             punct = self._punct[token] = self.nlp.vocab[token].is_punct
         return punct
 
 
-def _exception_pairs(nlp) -> tuple[set, dict, dict]:
-    """The token pairs that follow each other in some exception's pattern (what spaCy's
-    matcher looks for: the exception split by the affix rules alone), and, for a token
-    an exception produces at its end or start, the pattern token it stood for there."""
-    from spacy.attrs import ORTH
+def _affixes_only(nlp):
+    """A tokenizer with nlp's affix rules and no exceptions: what spaCy's exception
+    pass matches against."""
     from spacy.tokenizer import Tokenizer
 
     tok = nlp.tokenizer
-    affixes_only = Tokenizer(nlp.vocab, rules={}, prefix_search=tok.prefix_search,
-                             suffix_search=tok.suffix_search, infix_finditer=tok.infix_finditer,
-                             token_match=tok.token_match, url_match=tok.url_match)
-    pairs: set = set()
-    ends_as: dict = {}
-    starts_as: dict = {}
-    for key, pieces in (tok.rules or {}).items():
-        pattern = [t.text for t in affixes_only(key)]
-        if not pattern:
-            continue
-        pairs.update(zip(pattern, pattern[1:]))
-        last, first = (p.get(ORTH, p.get("ORTH")) for p in (pieces[-1], pieces[0]))
-        ends_as[last] = (*ends_as.get(last, (last,)), pattern[-1])
-        starts_as[first] = (*starts_as.get(first, (first,)), pattern[0])
-    return pairs, ends_as, starts_as
+    return Tokenizer(nlp.vocab, rules={}, prefix_search=tok.prefix_search,
+                     suffix_search=tok.suffix_search, infix_finditer=tok.infix_finditer,
+                     token_match=tok.token_match, url_match=tok.url_match)
+
+
+def _exception_splits(nlp, affixes_only) -> dict[str, tuple[str, ...]]:
+    """Where spaCy's exception pass could match across a space: for every exception
+    whose pattern (the exception split by the affix rules alone) has two tokens or
+    more, and every cut between two of them, the text before the cut -> the texts
+    after it."""
+    splits: dict[str, set] = {}
+    for key in nlp.tokenizer.rules or {}:
+        pattern = [t.text for t in affixes_only(key) if not t.is_space]
+        for cut in range(1, len(pattern)):
+            splits.setdefault("".join(pattern[:cut]), set()).add("".join(pattern[cut:]))
+    return {left: tuple(sorted(rights)) for left, rights in splits.items()}

@@ -8,15 +8,18 @@ filter also deletes lines from the documents it keeps, and datatrove's later fil
 would see that shorter text; here no stage changes `text`, so C4 only judges.
 
 Words are split per document language as datatrove does (its tokenizer for the row's
-`lang`). engine `fast` (the default) gives datatrove's filters models/words.py's
-FastSpacyTokenizer, which splits as spaCy does, token for token, at a fraction of the
-cost; engine `datatrove` gives them datatrove's own tokenizers.
+`lang`). engine `datatrove` runs datatrove's filter objects with datatrove's own
+tokenizers. engine `fast` (the default) makes the same decisions faster: the filters'
+rules in models/heuristic_filters.py (datatrove's parameters and arithmetic, each
+document's words split once for all four) over models/words.py's tokenizer, which
+splits as spaCy does, token for token, without spaCy's cost per document.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
+from thresher.models.heuristic_filters import JUDGES, Words
 from thresher.models.words import datatrove_tokenizer, word_tokenizer
 from thresher.stages.base import Resources, Stage
 
@@ -69,13 +72,14 @@ class HeuristicFilters(Stage):
         languages = self._languages(batch)
         verdicts = {name: ([], []) for name in FILTERS}
         for text, language in zip(texts, languages):
+            words = Words(text, word_tokenizer(language))  # split once, for every filter
             for name in FILTERS:
                 passed, reasons = verdicts[name]
                 if name not in self.params:
                     passed.append(None)
                     reasons.append(None)
                     continue
-                reason = self.judge(name, text, language)
+                reason = self.judge(name, text, language, words)
                 passed.append(reason is None)
                 reasons.append(reason)
         for name in FILTERS:
@@ -84,10 +88,13 @@ class HeuristicFilters(Stage):
             batch = batch.append_column(f"heuristics_{name}_reason", pa.array(reasons, pa.string()))
         return batch
 
-    def judge(self, name: str, text: str, language: str) -> str | None:
+    def judge(self, name: str, text: str, language: str, words: Words | None = None) -> str | None:
         """datatrove's reason for dropping text by filter `name`, or None if it passes."""
         from datatrove.data import Document
 
+        if self.engine == "fast":
+            words = words or Words(text, word_tokenizer(language))
+            return JUDGES[name](self._filter(name, language), text, words)
         result = self._filter(name, language).filter(Document(text=text, id=""))
         if result is True:
             return None
