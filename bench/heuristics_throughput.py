@@ -34,7 +34,6 @@ BATCH = 256
 
 
 def load(input_dir: str, limit: int | None):
-    import pyarrow as pa
     import pyarrow.dataset as ds
 
     table = ds.dataset(input_dir).to_table(columns=["id", "text"])
@@ -74,14 +73,13 @@ def thresher_side(table, langs: list[str]) -> dict:
     stage = HeuristicFilters(engine="fast", **FILTER_ARGS)
     outs = [stage(table.slice(i, BATCH)) for i in range(0, table.num_rows, BATCH)]
     seconds = time.perf_counter() - start
-    reasons = {name: [r for out in outs for r in out.column(f"heuristics_{name}_reason").to_pylist()]
+    reasons = {name: [r for out in outs
+                      for r in out.column(f"heuristics_{name}_reason").to_pylist()]
                for name in FILTERS}
     return {"seconds": seconds, "reasons": reasons}
 
 
 def child(side: str, args) -> None:
-    import pyarrow.parquet as pq
-
     table = load(args.input, args.limit)
     langs = json.loads(Path(args.langs).read_text())
     result = (datatrove_side if side == "datatrove" else thresher_side)(table, langs)
@@ -125,7 +123,8 @@ def main() -> None:
     print(f"\n{docs} documents of {args.input}, {len(set(langs))} languages; one core each\n")
     print(f"{'side':<10} {'seconds':>8} {'docs/s':>8} {'peak RSS MB':>12}")
     for side, r in results.items():
-        print(f"{side:<10} {r['seconds']:>8.1f} {docs / r['seconds']:>8.0f} {r['peak_rss_mb']:>12.0f}")
+        rate = docs / r["seconds"]
+        print(f"{side:<10} {r['seconds']:>8.1f} {rate:>8.0f} {r['peak_rss_mb']:>12.0f}")
     print(f"\nthresher / datatrove speed: "
           f"{results['datatrove']['seconds'] / results['thresher']['seconds']:.2f}x\n")
     print(f"{'filter':<18} {'agree':>8} {'differ':>7} {'dropped':>8}")

@@ -74,12 +74,14 @@ def gopher_quality(f, text: str, split: Words) -> str | None:
             (text.count("...") + text.count("…")) / n_words > f.max_symbol_word_ratio:
         return "gopher_too_many_ellipsis"
     lines = text.splitlines()
-    if f.max_bullet_lines_ratio and sum(
-            s.lstrip().startswith(("•", "-")) for s in lines) / len(lines) > f.max_bullet_lines_ratio:
-        return "gopher_too_many_bullets"
-    if f.max_ellipsis_lines_ratio and sum(
-            s.rstrip().endswith(("...", "…")) for s in lines) / len(lines) > f.max_ellipsis_lines_ratio:
-        return "gopher_too_many_end_ellipsis"
+    if f.max_bullet_lines_ratio:
+        bullets = sum(s.lstrip().startswith(("•", "-")) for s in lines)
+        if bullets / len(lines) > f.max_bullet_lines_ratio:
+            return "gopher_too_many_bullets"
+    if f.max_ellipsis_lines_ratio:
+        ellipses = sum(s.rstrip().endswith(("...", "…")) for s in lines)
+        if ellipses / len(lines) > f.max_ellipsis_lines_ratio:
+            return "gopher_too_many_end_ellipsis"
     if f.max_non_alpha_words_ratio and \
             sum(alpha for _, alpha in facts) / n_words < f.max_non_alpha_words_ratio:
         return "gopher_below_alpha_threshold"

@@ -30,7 +30,6 @@ from datatrove.utils.word_tokenizers import (SpaCyTokenizer, WhitespaceTokenizer
 log = logging.getLogger(__name__)
 
 CACHE_LIMIT = 250_000  # chunks per generation and language (two: some tens of MB)
-_CHUNK = re.compile(r"\S+")
 _RUN = re.compile(r"\S+|\s+")
 
 

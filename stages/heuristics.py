@@ -1,5 +1,5 @@
 """Heuristic quality filters (DESIGN.md 4): Gopher quality and repetition (Rae et al.
-2021), C4 (Raffel et al. 2020) and FineWeb's, run by datatrove's own filter classes.
+2021), C4 (Raffel et al. 2020) and FineWeb's, as datatrove's filter classes decide them.
 
 Each filter's verdict becomes two columns, `heuristics_<filter>` (passed) and
 `heuristics_<filter>_reason` (datatrove's reason, null when it passed); the config's
@@ -56,23 +56,32 @@ class HeuristicFilters(Stage):
         self.params = {name: _params(name, value) for name, value in given.items()
                        if value is not False}
         self.language, self.language_column, self.engine = language, language_column, engine
-        self._filters: dict[tuple[str, str], object] = {}
-        for name in self.params:  # unknown parameters fail the config, not a worker
-            self._filter(name, language)
+        self._filters: dict[tuple[str, str], object] = {}  # built in each worker
+        for name, params in self.params.items():  # a bad parameter fails the config
+            _filter_classes()[name](**params)
+
+    def memory_estimate(self) -> int:
+        """spaCy's blank pipelines and the remembered chunks' tokens (two generations
+        of 250,000 per language, for the few languages most rows have). On the demo
+        crawl (64 languages) bench/heuristics_throughput.py's thresher side peaked
+        320 MB above datatrove's, which holds the same pipelines and documents."""
+        return 512 * 2**20
 
     def describe(self) -> dict:
         return {"engine": self.engine, "filters": self.params, "language": self.language,
                 "language_column": self.language_column}
 
     def check(self) -> None:
-        pass  # __init__ built one filter of each kind: parameters are fine
+        pass  # parameters were checked in __init__; tokenizers load per language, in workers
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         texts = batch.column("text").to_pylist()
         languages = self._languages(batch)
         verdicts = {name: ([], []) for name in FILTERS}
+        fast = self.engine == "fast"
         for text, language in zip(texts, languages):
-            words = Words(text, word_tokenizer(language))  # split once, for every filter
+            # split once, for every filter
+            words = Words(text, word_tokenizer(language)) if fast else None
             for name in FILTERS:
                 passed, reasons = verdicts[name]
                 if name not in self.params:
@@ -88,7 +97,8 @@ class HeuristicFilters(Stage):
             batch = batch.append_column(f"heuristics_{name}_reason", pa.array(reasons, pa.string()))
         return batch
 
-    def judge(self, name: str, text: str, language: str, words: Words | None = None) -> str | None:
+    def judge(self, name: str, text: str, language: str,
+              words: Words | None = None) -> str | None:
         """datatrove's reason for dropping text by filter `name`, or None if it passes."""
         from datatrove.data import Document
 

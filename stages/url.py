@@ -31,7 +31,8 @@ class URLBlocklist(Stage):
                  domains: list[str] = (), substrings: list[str] = (), column: str = "url",
                  resources: Resources | None = None):
         super().__init__(resources)
-        self.files = [Path(p).expanduser() for p in _as_list(domain_lists) + _as_list(substring_lists)]
+        self.files = [Path(p).expanduser()
+                      for p in _as_list(domain_lists) + _as_list(substring_lists)]
         self.domains = {_domain(d) for d in _as_list(domains) + _read(domain_lists, "domain_lists")}
         self.domains.discard("")
         self.substrings = sorted({s.lower() for s in _as_list(substrings)
@@ -47,6 +48,11 @@ class URLBlocklist(Stage):
 
     def model_files(self) -> list[Path]:
         return self.files
+
+    def memory_estimate(self) -> int:
+        """The lists as a set and a compiled alternation: a few times their text."""
+        text = sum(map(len, self.domains)) + sum(map(len, self.substrings))
+        return 4 * 2**20 + 8 * text
 
     def describe(self) -> dict:
         return {"domains": len(self.domains), "substrings": len(self.substrings),
