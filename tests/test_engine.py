@@ -21,7 +21,10 @@ from thresher.pipeline.tools.local_cluster import start_head, start_node, stop_h
 from thresher.pipeline.engine.run import curate
 
 THRESHER = str(Path(sys.executable).with_name("thresher"))
-PIDS = "stages:\n  - stage: 'faulty:RecordPid'\n  - stage: 'faulty:RecordPidAgain'\n"
+# A second of work per shard: a worker that starts slowly on a busy machine still
+# gets shards before the first has done them all.
+PIDS = ("stages:\n  - stage: 'faulty:RecordPid'\n    seconds: 1\n"
+        "  - stage: 'faulty:RecordPidAgain'\n")
 
 
 def config_file(tmp_path, text, name="c.yaml"):

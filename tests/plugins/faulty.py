@@ -73,7 +73,14 @@ class RecordPid(Stage):
     name = "pid"
     columns = {"pid": pa.int64()}
 
+    def __init__(self, seconds: float = 0.0, resources=None):
+        super().__init__(resources)
+        self.seconds = seconds  # per batch: long enough that every worker gets one
+
     def __call__(self, batch):
+        import time
+
+        time.sleep(self.seconds)
         column = next(iter(self.columns))
         return batch.append_column(column, pa.array([os.getpid()] * batch.num_rows, pa.int64()))
 
