@@ -104,10 +104,8 @@ class FastSpacyTokenizer(WordTokenizer):
         chunks = text.split()
         known = self._known(chunks)
         spans = self._holds_spanning_exception(text)
-        if self._exception_may_cross(chunks, known, spans):
-            tokens = self._tokens_at(text, known, spans)
-        else:
-            tokens = self._tokens_at_chunkwise(text, known)
+        tokens = self._tokens_at(text, known, spans,
+                                 join=self._exception_may_cross(chunks, known, spans))
         starts = self._sentence_starts([t for t, _ in tokens])
         ends = [i - 1 for i in starts[1:]] + [len(tokens) - 1]
         return [(tokens[a][1], tokens[b][1] + len(tokens[b][0])) for a, b in zip(starts, ends)]
@@ -156,28 +154,12 @@ class FastSpacyTokenizer(WordTokenizer):
             i = last + 1
         return out
 
-    def _tokens_at_chunkwise(self, text: str, known: dict) -> list[tuple[str, int]]:
+    def _tokens_at(self, text: str, known: dict, spans: bool,
+                   join: bool = True) -> list[tuple[str, int]]:
         """spaCy's tokens of text with their offsets, whitespace tokens included (one
-        space after a token belongs to it, any other whitespace run is a token), where
-        no exception may cross a space."""
-        out: list[tuple[str, int]] = []
-        at = 0
-        for run in _RUN.findall(text):
-            if run[0].isspace():
-                skip = 1 if at and run[0] == " " else 0
-                if len(run) > skip:
-                    out.append((run[skip:], at + skip))
-            else:
-                pos = at
-                for token in known[run][0]:
-                    out.append((token, pos))
-                    pos += len(token)
-            at += len(run)
-        return out
-
-    def _tokens_at(self, text: str, known: dict, spans: bool) -> list[tuple[str, int]]:
-        """_tokens_at_chunkwise where exceptions may cross spaces: chunks one space
-        apart that one may join go to spaCy together."""
+        space after a token belongs to it, any other whitespace run is a token). With
+        `join`, chunks one space apart that an exception may join go to spaCy together;
+        without, every chunk keeps its own tokens (no exception may cross a space)."""
         out: list[tuple[str, int]] = []
         runs = _RUN.findall(text)
         at, i, n = 0, 0, len(runs)
@@ -191,7 +173,7 @@ class FastSpacyTokenizer(WordTokenizer):
                 i += 1
                 continue
             last = i  # the group's last chunk
-            while last + 2 < n and runs[last + 1] == " " and \
+            while join and last + 2 < n and runs[last + 1] == " " and \
                     self._may_join(runs[last], runs[last + 2], known, spans):
                 last += 2
             if last == i:

@@ -63,9 +63,10 @@ class URLBlocklist(Stage):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.column in batch.column_names:
-            reasons = [self.blocked_by(url) for url in batch.column(self.column).to_pylist()]
-            blocked = [None if url is None else reason is not None for url, reason
-                       in zip(batch.column(self.column).to_pylist(), reasons)]
+            urls = batch.column(self.column).to_pylist()
+            reasons = [self.blocked_by(url) for url in urls]
+            blocked = [None if url is None else reason is not None
+                       for url, reason in zip(urls, reasons)]
         else:  # no URLs to judge: nothing is blocked, nothing is claimed
             reasons = blocked = [None] * batch.num_rows
         batch = batch.append_column("url_blocked", pa.array(blocked, pa.bool_()))
