@@ -41,11 +41,19 @@ class MinHashSettings:
         return self.bands * self.rows
 
 
+# The index records this with its settings: a change to dedup_words or to the key
+# arithmetic makes keys that never match the old ones, so it must bump the version.
+FORMAT_VERSION = 2  # 2: whitespace runs (line breaks, tabs) become a space first
+
+
 def dedup_words(text: str) -> str:
-    """The text as dedup compares it: cc_net's normalization (lower case, no accents,
-    digits as 0, Unicode punctuation as ASCII), then no punctuation and single spaces,
-    so that a change of case, spacing or punctuation is not a difference."""
-    return " ".join(_ASCII_PUNCT.sub(" ", normalize(text)).split())
+    """The text as dedup compares it: every run of whitespace (line breaks and tabs
+    included) one space, as datatrove's word split sees it; then cc_net's
+    normalization (lower case, no accents, digits as 0, Unicode punctuation as ASCII,
+    which deletes control characters: a line break left there would glue two words),
+    then no punctuation and single spaces, so that a change of case, spacing or
+    punctuation is not a difference."""
+    return " ".join(_ASCII_PUNCT.sub(" ", normalize(" ".join(text.split()))).split())
 
 
 def digest64(value: str, tag: str) -> int:

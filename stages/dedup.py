@@ -1,14 +1,16 @@
-"""Deduplication (DESIGN.md 4, `dedup`): exact, URL and MinHash near-duplicates.
+"""Deduplication (DESIGN.md 4, `dedup`): exact and MinHash near-duplicates, and one
+document per URL.
 
 Which copy of a document survives depends on every other copy, in this crawl and in
 the crawls before it, so the work is split in two:
-- keys(): this stage's pure part. Each document's 64-bit keys: one per MinHash band,
-  one for its normalized text, one for its normalized URL. The pipeline's dedup step
-  (pipeline/steps/dedup.py) computes them for every document, groups equal keys
-  through Ray Data's shuffle, finds the clusters and decides which member to keep.
-- __call__(): during the run, each document gets the step's decision: `dup_cluster`
-  (the id of the kept member), `dup_cluster_size` and `dup_keep`. A document in no
-  cluster is its own cluster of one.
+- keys(): this stage's pure part. Each document's 64-bit content keys (one per MinHash
+  band, one for its normalized text) and the key of its normalized URL. The pipeline's
+  dedup step (pipeline/steps/dedup/) computes them for every document, groups equal
+  keys through Ray Data's shuffles, finds the clusters and decides which member to keep.
+- __call__(): during the run, each document gets the step's decisions: `dup_cluster`
+  (the id of the kept member), `dup_cluster_size`, `dup_keep`, and for URLs
+  `dup_url_keep` with `dup_url_keep_reason`. A document in no cluster is its own
+  cluster of one. URL matches never join content clusters: they are decided apart.
 
 The stage is a *gate*: rows that fail a filter on its columns (`dup_keep != false`)
 are decided at once, and the later stages do not spend time on them.
@@ -28,6 +30,9 @@ from thresher.models.minhash import (MinHasher, MinHashSettings, dedup_words, di
                                      url_form)
 from thresher.stages.base import Resources, Stage
 
+SCOPES = ("all", "crawl")
+URL_CRAWLS = ("off", "keep_first", "keep_newest")
+
 
 def shard_folder(source_shard: str) -> str:
     """The index folder of an input shard: a hash of its path, so that a shard whose
@@ -38,15 +43,17 @@ def shard_folder(source_shard: str) -> str:
 class Dedup(Stage):
     name = "dedup"
     columns = {"dup_cluster": pa.string(), "dup_cluster_size": pa.int64(),
-               "dup_keep": pa.bool_()}
+               "dup_keep": pa.bool_(), "dup_url_keep": pa.bool_(),
+               "dup_url_keep_reason": pa.string()}
     gate = True
     default_resources = Resources(batch_size=1024)
 
     def __init__(self, bands: int = 14, rows: int = 8, ngram: int = 5, seed: int = 1,
                  near: bool = True, exact: bool = True, url: bool = True,
-                 url_column: str = "url", keep_by: str | None = None,
-                 partitions: int | str = "auto", clusters: str | None = None,
-                 resources: Resources | None = None):
+                 url_column: str = "url", url_crawls: str = "off", scope: str = "all",
+                 crawl_column: str = "crawl", keep_by: str | None = None,
+                 partitions: int | str = "auto", decisions: str | None = None,
+                 run_id: str | None = None, resources: Resources | None = None):
         super().__init__(resources)
         for label, value in (("bands", bands), ("rows", rows), ("ngram", ngram)):
             if not isinstance(value, int) or value < 1:
@@ -55,27 +62,40 @@ class Dedup(Stage):
             raise ValueError("near, exact and url are all off: nothing to deduplicate by")
         if partitions != "auto" and (not isinstance(partitions, int) or partitions < 1):
             raise ValueError(f"partitions must be a positive integer or auto, got {partitions!r}")
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        if url_crawls is False:  # YAML reads a bare `off` as false
+            url_crawls = "off"
+        if url_crawls not in URL_CRAWLS:
+            raise ValueError(f"url_crawls must be one of {', '.join(URL_CRAWLS)}, "
+                             f"got {url_crawls!r}")
         self.settings = MinHashSettings(bands=bands, rows=rows, ngram=ngram, seed=seed)
         self.near, self.exact, self.url = near, exact, url
-        self.url_column, self.keep_by = url_column, keep_by
-        self.partitions = partitions
-        self.clusters = clusters  # the dedup step's decisions for this run (a folder)
+        self.url_column, self.url_crawls = url_column, url_crawls
+        self.scope, self.crawl_column = scope, crawl_column
+        self.keep_by, self.partitions = keep_by, partitions
+        self.decisions = decisions  # the index folder holding the step's decisions
+        self.run_id = run_id  # the crawl of rows without a crawl column
         self._hasher: MinHasher | None = None
         self._decided: tuple[str, dict] | None = None  # the last shard's decisions
 
     @property
     def num_keys(self) -> int:
-        return (self.settings.bands if self.near else 0) + int(self.exact) + int(self.url)
+        """Content keys per document (the URL's is apart)."""
+        return (self.settings.bands if self.near else 0) + int(self.exact)
 
     def input_columns(self) -> list[str]:
-        """What keys() reads besides the text."""
-        return [c for c in ((self.url_column if self.url else None), self.keep_by) if c]
+        """What keys() and crawls() read besides the text."""
+        return [c for c in ((self.url_column if self.url else None), self.keep_by,
+                            self.crawl_column) if c]
 
     def describe(self) -> dict:
         s = self.settings
         return {"near": self.near and {"bands": s.bands, "rows": s.rows, "ngram": s.ngram,
                                        "seed": s.seed, "hashes": s.num_hashes},
                 "exact": self.exact, "url": self.url and self.url_column,
+                "url_crawls": self.url_crawls, "scope": self.scope,
+                "crawl": f"column {self.crawl_column}, else the run",
                 "keep_by": self.keep_by or "hash of the id"}
 
     def memory_estimate(self) -> int:
@@ -89,9 +109,9 @@ class Dedup(Stage):
     def check(self) -> None:
         self.setup()
 
-    def keys(self, batch: pa.Table) -> np.ndarray:
-        """(rows, num_keys) uint64: the bands' keys, then the text's, then the URL's.
-        0 stands for no key (no words, no URL)."""
+    def keys(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, num_keys) uint64 content keys (the bands', then the text's), and the
+        rows' URL keys. 0 stands for no key (no words, no URL)."""
         if self._hasher is None:
             self.setup()
         words = [dedup_words(t) for t in batch.column("text").to_pylist()]
@@ -103,13 +123,19 @@ class Dedup(Stage):
         if self.exact:
             parts.append(np.array([digest64(w, "thresher-text") if w else 0 for w in words],
                                   np.uint64)[:, None])
-        if self.url:
-            urls = (batch.column(self.url_column).cast(pa.string()).to_pylist()
-                    if self.url_column in batch.column_names else [None] * batch.num_rows)
-            forms = [url_form(u) if u else "" for u in urls]
-            parts.append(np.array([digest64(f, "thresher-url") if f else 0 for f in forms],
-                                  np.uint64)[:, None])
-        return np.hstack(parts) if parts else np.zeros((batch.num_rows, 0), np.uint64)
+        content = np.hstack(parts) if parts else np.zeros((batch.num_rows, 0), np.uint64)
+        urls = np.zeros(batch.num_rows, np.uint64)
+        if self.url and self.url_column in batch.column_names:
+            forms = [url_form(u) if u else "" for u in
+                     batch.column(self.url_column).cast(pa.string()).to_pylist()]
+            urls = np.array([digest64(f, "thresher-url") if f else 0 for f in forms], np.uint64)
+        return content, urls
+
+    def crawls(self, batch: pa.Table, run_id: str) -> pa.Array:
+        """Each row's crawl: its crawl column, else this run (one run, one crawl)."""
+        if self.crawl_column not in batch.column_names:
+            return pa.array([run_id] * batch.num_rows, pa.string())
+        return pc.fill_null(batch.column(self.crawl_column).cast(pa.string()), run_id)
 
     def priority(self, batch: pa.Table) -> pa.Array:
         """The keep_by score of each row (higher is kept first); null without one."""
@@ -121,39 +147,54 @@ class Dedup(Stage):
         return pc.cast(batch.column(self.keep_by), pa.float64())
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.clusters is None:
-            raise RuntimeError("dedup has no clusters: the pipeline's dedup step computes "
+        if self.decisions is None:
+            raise RuntimeError("dedup has no decisions: the pipeline's dedup step computes "
                                "them before the run (thresher curate does it)")
         ids = batch.column("id").to_pylist()
-        cluster, size, keep = list(ids), [1] * len(ids), [True] * len(ids)
+        n = len(ids)
+        cluster, size, keep = list(ids), [1] * n, [True] * n
+        url_keep = [True if self.url else None] * n
+        url_reason: list[str | None] = [None] * n
         for i, (shard, row) in enumerate(zip(batch.column("source_shard").to_pylist(),
                                              batch.column("source_row").to_pylist())):
             found = self._decisions(shard).get(row)
-            if found is not None:
-                cluster[i], size[i], keep[i] = found
+            if found is None:
+                continue
+            content, url = found
+            if content is not None:
+                cluster[i], size[i], keep[i] = content
+            if url is not None:
+                url_keep[i], url_reason[i] = url
         return (batch.append_column("dup_cluster", pa.array(cluster, pa.string()))
                 .append_column("dup_cluster_size", pa.array(size, pa.int64()))
-                .append_column("dup_keep", pa.array(keep, pa.bool_())))
+                .append_column("dup_keep", pa.array(keep, pa.bool_()))
+                .append_column("dup_url_keep", pa.array(url_keep, pa.bool_()))
+                .append_column("dup_url_keep_reason", pa.array(url_reason, pa.string())))
 
     def _decisions(self, source_shard: str) -> dict:
-        """row -> (cluster id, size, keep) for the shard's rows in clusters of 2+."""
+        """row -> (content decision or None, URL decision or None) for the shard's rows
+        that some decision names."""
         if self._decided is None or self._decided[0] != source_shard:
-            self._decided = (source_shard, read_decisions(self.clusters, source_shard))
+            self._decided = (source_shard, read_decisions(self.decisions, source_shard))
         return self._decided[1]
 
 
-def read_decisions(clusters: str, source_shard: str) -> dict:
-    fs, root = pafs.FileSystem.from_uri(clusters) if "://" in clusters else \
-        (pafs.LocalFileSystem(), clusters)
-    selector = pafs.FileSelector(f"{root.rstrip('/')}/{shard_folder(source_shard)}",
-                                 allow_not_found=True)
-    found = {}
-    for info in fs.get_file_info(selector):
-        if info.type != pafs.FileType.File or not info.path.endswith(".parquet"):
-            continue
-        table = pq.read_table(info.path, filesystem=fs,
-                              columns=["row", "cluster_id", "size", "keep"])
-        for row, cluster, size, keep in zip(*(table.column(c).to_pylist()
-                                              for c in table.column_names)):
-            found[row] = (cluster, size, keep)
+def read_decisions(root: str, source_shard: str) -> dict:
+    """A shard's decisions from the index (OUT/dedup): the content decisions in
+    clusters/<shard>/ and the URL decisions in urls/<shard>/, one file per run that
+    decided any of its rows; a later run's decision of a row replaces an earlier one."""
+    fs, base = pafs.FileSystem.from_uri(root) if "://" in root else \
+        (pafs.LocalFileSystem(), root)
+    found: dict[int, list] = {}
+    for slot, (folder, columns) in enumerate(
+            (("clusters", ["row", "cluster_id", "size", "keep"]),
+             ("urls", ["row", "url_keep", "url_reason"]))):
+        selector = pafs.FileSelector(f"{base.rstrip('/')}/{folder}/{shard_folder(source_shard)}",
+                                     allow_not_found=True)
+        paths = sorted(info.path for info in fs.get_file_info(selector)
+                       if info.type == pafs.FileType.File and info.path.endswith(".parquet"))
+        for path in paths:  # named by run: in the order they were decided
+            table = pq.read_table(path, filesystem=fs, columns=columns)
+            for row, *values in zip(*(table.column(c).to_pylist() for c in columns)):
+                found.setdefault(row, [None, None])[slot] = tuple(values)
     return found

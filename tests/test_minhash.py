@@ -83,16 +83,28 @@ def keys_of(texts, urls=None, **params):
     return stage.keys(table)
 
 
-def test_keys_layout_bands_then_text_then_url():
+def test_keys_layout_bands_then_text_and_the_url_apart():
     text = "the committee published its annual report on the state of public libraries"
-    keys = keys_of([text, text.upper() + "  !", "", text],
-                   ["https://a.invalid/x", None, None, "http://www.a.invalid/x/"])
-    assert keys.shape == (4, 16)
-    assert (keys[0] == keys[1])[:15].all()  # same words: every band and the text key
-    assert keys[0, 15] != 0 and keys[1, 15] == 0  # no URL: no URL key
-    assert (keys[2] == 0).all()  # no words and no URL: no key at all
-    assert keys[0, 15] == keys[3, 15]  # the same page under another form of its URL
+    keys, urls = keys_of([text, text.upper() + "  !", "", text],
+                         ["https://a.invalid/x", None, None, "http://www.a.invalid/x/"])
+    assert keys.shape == (4, 15) and urls.shape == (4,)
+    assert (keys[0] == keys[1]).all()  # same words: every band and the text key
+    assert urls[0] != 0 and urls[1] == 0  # no URL: no URL key
+    assert (keys[2] == 0).all() and urls[2] == 0  # no words and no URL: no key at all
+    assert urls[0] == urls[3]  # the same page under another form of its URL
     assert len(set(keys[0, :14].tolist())) == 14  # salted: bands never match each other
+
+
+def test_line_breaks_and_tabs_are_spaces_before_words_are_taken():
+    """A line break must not glue two words (cc_net's normalization deletes control
+    characters): the same text with line breaks or tabs for spaces has the same keys,
+    as datatrove's word split gives it Jaccard 1.0."""
+    spaced = "the quick brown fox jumps over the lazy dog and runs far away from home"
+    broken = spaced.replace(" ", "\n", 3).replace(" ", "\t", 2).replace(" ", "\r\n", 1)
+    assert dedup_words("fox\njumps") == "fox jumps"
+    assert dedup_words(broken) == spaced
+    keys, _ = keys_of([spaced, broken])
+    assert (keys[0] == keys[1]).all()
 
 
 def test_keys_of_light_edits_share_a_band():
@@ -102,13 +114,14 @@ def test_keys_of_light_edits_share_a_band():
     base = " ".join(words)
     edited = " ".join(["other" if i in (10, 200) else w for i, w in enumerate(words)])
     framed = "Home | News | Contact\n" + base + "\nCopyright 2024 Example"
-    keys = keys_of([base, edited, framed], near=True, exact=False, url=False)
+    keys, _ = keys_of([base, edited, framed], near=True, exact=False, url=False)
     assert (keys[0] == keys[1]).any() and (keys[0] == keys[2]).any()
 
 
 @pytest.mark.parametrize("bad", [{"bands": 0}, {"rows": -1}, {"near": False, "exact": False,
                                                                "url": False},
-                                 {"partitions": 0}])
+                                 {"partitions": 0}, {"scope": "world"},
+                                 {"url_crawls": "keep_last"}])
 def test_bad_parameters_are_refused(bad):
     with pytest.raises(ValueError):
         Dedup(**bad)

@@ -22,6 +22,9 @@ CREATE TABLE IF NOT EXISTS shards (
     error TEXT, updated REAL);
 CREATE TABLE IF NOT EXISTS shard_numbers (
     number INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT UNIQUE);
+CREATE TABLE IF NOT EXISTS shard_uids (
+    number INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT, fingerprint TEXT,
+    UNIQUE (path, fingerprint));
 CREATE TABLE IF NOT EXISTS shard_history (
     run_id TEXT, path TEXT, fingerprint TEXT, state TEXT, rows_in INTEGER,
     curated INTEGER, rejected INTEGER, quarantined INTEGER, error TEXT, at REAL);
@@ -75,20 +78,32 @@ class Ledger:
             (path, size, fingerprint, state, run_id, *(counts[c] for c in COUNTS), error,
              time.time()))
 
-    def shard_numbers(self, paths: list[str]) -> dict[str, int]:
-        """A number per shard path, given once and never reused: dedup names a
-        document by (number << 32 | row), 8 bytes instead of a path and a row."""
+    def shard_numbers(self, shards: list[tuple[str, str]]) -> dict[str, int]:
+        """A number per (path, fingerprint), given once and never reused: dedup names a
+        document by (number << 32 | row), 8 bytes instead of a path and a row. A shard
+        whose content changed gets a new number, so no document of the new content
+        takes the identity (and the decisions) of a document of the old."""
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany("INSERT OR IGNORE INTO shard_numbers (path) VALUES (?)",
-                                [(p,) for p in paths])
+            if self.db.execute("SELECT COUNT(*) FROM shard_uids").fetchone()[0] == 0:
+                # Numbers go on after those of the path-only table of earlier versions.
+                last = self.db.execute("SELECT MAX(number) FROM shard_numbers").fetchone()[0]
+                if last:
+                    self.db.execute("INSERT OR REPLACE INTO sqlite_sequence (name, seq) "
+                                    "VALUES ('shard_uids', ?)", (last,))
+            self.db.executemany("INSERT OR IGNORE INTO shard_uids (path, fingerprint) "
+                                "VALUES (?, ?)", shards)
         found = {}
-        for start in range(0, len(paths), 500):
-            chunk = paths[start:start + 500]
-            found.update(self.db.execute(
-                f"SELECT path, number FROM shard_numbers WHERE path IN "
-                f"({','.join('?' * len(chunk))})", chunk).fetchall())
+        for path, fp in shards:
+            found[path] = self.db.execute(
+                "SELECT number FROM shard_uids WHERE path = ? AND fingerprint = ?",
+                (path, fp)).fetchone()[0]
         return found
+
+    def done_shards(self) -> list[tuple[str, str]]:
+        """(path, fingerprint) of the shards done."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT path, fingerprint FROM shards WHERE state = 'done'")]
 
     def done_paths(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT path FROM shards WHERE state = 'done'")]

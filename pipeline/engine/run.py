@@ -153,6 +153,7 @@ def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpu
                     dag.connect(address, num_cpus)
                 with phase(phases, "dedup"):
                     config, dedup = _dedup(run_id, store, config, readable, ledger)
+                    readable += _repairs(run_id, store, dedup, ledger, tallies)
                 with phase(phases, "calibration"):
                     config, calibration = calibrate(config, readable, state_dir, run_id)
                     settings = {spec.name: spec.build().describe() for spec in config.stages}
@@ -277,8 +278,32 @@ def _dedup(run_id, store: Store, config: Config, shards: list[Shard], ledger: Le
 
     if find_stage(config) is None:
         return config, {}
-    numbers = ledger.shard_numbers([s.path for s in shards] + ledger.done_paths())
-    return run_dedup(config, shards, store, numbers, ledger.done_paths(), run_id)
+    done = ledger.done_shards()
+    numbers = ledger.shard_numbers([(s.path, s.fingerprint) for s in shards] + done)
+    return run_dedup(config, shards, store, numbers, [p for p, _ in done], run_id)
+
+
+def _repairs(run_id, store: Store, dedup: dict, ledger: Ledger, tallies) -> list[Shard]:
+    """Earlier shards whose dedup decisions this run changed (a promoted keeper, a URL
+    replaced by a newer crawl's): claimed at once, so that a crash leaves them to be
+    redone, and streamed again with the rest."""
+    paths = dedup.get("repair") or []
+    if not paths:
+        return []
+    shards = inspect_shards(paths)
+    for shard in shards:
+        known = ledger.get(shard.path)
+        why = shard.error or (known["fingerprint"] != shard.fingerprint
+                              and "its content changed since; give it as an input")
+        if why:
+            raise RunError(f"dedup changed decisions of {shard.path}, done by an earlier run, "
+                           f"but it cannot be written again: {why}")
+    log.info("dedup: writing %d earlier shards again with changed decisions", len(shards))
+    _clear_old_parts(store, shards)
+    for shard in shards:
+        ledger.claim(run_id, shard.path, shard.size, shard.fingerprint)
+        tallies[shard.key] = Tally(shard)
+    return shards
 
 
 def _record_index(store: Store, config: Config, dedup: dict, tallies, ledger: Ledger) -> dict:

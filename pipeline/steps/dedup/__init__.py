@@ -1,0 +1,193 @@
+"""The dedup step: clusters of duplicates across this run's shards and every shard
+done before, computed on the cluster before the run (DESIGN.md 4, `dedup`; the
+method, its costs and its limits are in docs/dedup.md). One file per phase:
+
+1. signatures.py  one pass over the new shards' text: keys to the index, key rows on
+2. candidates.py  key rows shuffled by key: documents sharing a key become edges
+3. components.py  connected components, large-star/small-star, log rounds
+4. decisions.py   the kept member of each cluster, sizes, the cluster invariant
+   urls.py        one document per URL per crawl, and across crawls by a policy
+   index.py       the index's format, what a run retires and adds, its size
+   rebuild.py     `thresher dedup rebuild`: the index made again from the outputs
+
+The run's stage (stages/dedup.py) then attaches each shard's decisions row by row.
+Nothing here gathers documents, keys, edges or labels on the driver: it holds counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import replace
+
+from thresher.pipeline.engine.config import Config
+from thresher.pipeline.engine.run import phase
+from thresher.pipeline.io.storage import Store
+from thresher.pipeline.steps.dedup import index
+from thresher.pipeline.steps.dedup.candidates import candidates
+from thresher.pipeline.steps.dedup.common import KEY_ROWS_PER_PARTITION, DedupError, units
+from thresher.pipeline.steps.dedup.components import FINISH_BELOW, components
+from thresher.pipeline.steps.dedup.decisions import decide
+from thresher.pipeline.steps.dedup.signatures import departed_keys, old_keys, signature_pass
+from thresher.pipeline.steps.dedup.urls import decide_urls
+from thresher.stages.dedup import Dedup, shard_folder
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DedupError", "check_placement", "find_stage", "index_size", "record_index",
+           "run_dedup"]
+
+
+def find_stage(config: Config) -> int | None:
+    names = [spec.name for spec in config.stages]
+    return names.index("dedup") if "dedup" in names else None
+
+
+def check_placement(config: Config) -> None:
+    """Stages before dedup run in the signature pass too, so they must not need a
+    calibration (it runs after dedup, on deduplicated rows) or a GPU."""
+    at = find_stage(config)
+    if at is None:
+        return
+    for spec in config.stages[:at]:
+        stage = spec.build()
+        if stage.needs_calibration or spec.resources.num_gpus or not spec.fusable:
+            raise DedupError(
+                f"{config.source}: stage {spec.name} is before dedup but needs a calibration, "
+                "a GPU or an LLM; put dedup before it (keep_by may name a column of the input "
+                "or of a stage before dedup that needs none of these)")
+
+
+def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
+              done_paths: list[str], run_id: str, output: str | None = None,
+              finish_below: int = FINISH_BELOW) -> tuple[Config, dict]:
+    """Cluster the new shards' documents with each other and with the index; returns
+    the config with the dedup stage pointed at the decisions, and a summary whose
+    `repair` names the earlier shards whose decisions changed (to be written again)."""
+    at = find_stage(config)
+    if at is None:
+        return config, {}
+    import ray
+
+    spec = config.stages[at]
+    stage: Dedup = spec.build()
+    started, phases = time.perf_counter(), {}
+    index.check_format(store, stage, output or store.location)
+    todo = list(shards)  # new, changed or unfinished: their old entries are retired
+    redo = {shard_folder(s.path) for s in todo}
+    done = {shard_folder(p): p for p in done_paths if p in numbers
+            and shard_folder(p) not in redo}
+    departed = index.retire(store, todo, numbers)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    index_docs = index.summary(store).get("docs", 0)
+    new_docs = sum(s.num_rows or 0 for s in todo)
+    partitions = (stage.partitions if stage.partitions != "auto" else
+                  max(cpus, math.ceil((new_docs + index_docs) * (stage.num_keys + 1)
+                                      / KEY_ROWS_PER_PARTITION)))
+    buckets = 4 * partitions  # more buckets than partitions: even partitions
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+    _check_keep_by(config, at, todo)
+    log.info("dedup: signing %d shards (%s rows), then finding clusters against an index of "
+             "%s documents", len(todo), f"{new_docs:,}", f"{index_docs:,}")
+    work = [{"path": s.path, "key": s.key, "folder": shard_folder(s.path),
+             "number": numbers[s.path]} for s in todo]
+    keys = signature_pass(work, config, at, store, buckets, cpus, run_id)
+    old = [{"folder": f} for f in sorted(done)]
+    if old:
+        keys = keys.union(units(old, cpus).map_batches(
+            old_keys, batch_size=1, batch_format="pyarrow",
+            fn_kwargs={"out": store.location, "buckets": buckets}))
+    if len(departed):
+        keys = keys.union(ray.data.from_arrow(departed_keys(departed, buckets)))
+    with phase(phases, "signatures+candidates"):
+        edges = keys.groupby("bucket", num_partitions=partitions).map_groups(
+            candidates, batch_format="pyarrow", fn_kwargs={"buckets": buckets}).materialize()
+    log.info("dedup: signatures written; finding clusters among %s candidate pairs",
+             f"{edges.count():,}")
+    with phase(phases, "components"):
+        labels, graph = components(edges, buckets=buckets, partitions=partitions,
+                                   finish_below=finish_below)
+    folders = [{"folder": w["folder"], "new": True} for w in work] + \
+        [{"folder": o["folder"], "new": False} for o in old]
+    with phase(phases, "decisions"):
+        written = decide(labels, store, folders, old, buckets=buckets, partitions=partitions,
+                         cpus=cpus, run_id=run_id, scope=stage.scope) if graph["edges"][0] \
+            else []
+    url_written = []
+    if stage.url:
+        with phase(phases, "urls"):
+            url_written = decide_urls(store, folders, buckets=buckets, partitions=partitions,
+                                      cpus=cpus, run_id=run_id, policy=stage.url_crawls)
+    per_shard = index.signed_counts(store, todo)
+    paths = {shard_folder(s.path): s.path for s in todo} | done
+    repair = sorted({paths[w["folder"]] for w in written if w["promoted"]} |
+                    {paths[w["folder"]] for w in url_written if w["demoted"]}
+                    - {s.path for s in todo})
+    summary = {
+        "documents_signed": sum(per_shard.values()), "index_documents_before": index_docs,
+        "partitions": partitions, "candidate_edges": graph["edges"][0],
+        "rounds": graph["rounds"], "edges_per_round": graph["edges"],
+        "documents_in_clusters": sum(w["members"] for w in written),
+        "removed": sum(w["removed"] for w in written),
+        "clusters_touched": sum(w["kept"] for w in written),
+        "kept_documents_departed": int(len(departed)),
+        "promoted": sum(w["promoted"] for w in written),
+        "cluster_invariant_violations": sum(w["violations"] for w in written),
+        "url_dropped": sum(w["url_dropped"] for w in url_written),
+        "url_replaced": sum(w["demoted"] for w in url_written),
+        "repair": repair,
+        "seconds": {k: round(v, 2) for k, v in phases.items()},
+        "removed_per_shard": {paths[w["folder"]]: w["removed"] for w in written
+                              if w["removed"]},
+    }
+    summary["seconds"]["total"] = round(time.perf_counter() - started, 2)
+    if summary["cluster_invariant_violations"]:
+        raise RuntimeError(f"dedup: {summary['cluster_invariant_violations']} decisions are in "
+                           "clusters without exactly one kept member; this is a bug")
+    log.info("dedup: %s documents signed against an index of %s; %s candidate pairs, "
+             "%d rounds; %d documents in clusters of 2+, %d to drop, %d dropped by URL, "
+             "%d earlier shards to write again (%.0f s)",
+             f"{summary['documents_signed']:,}", f"{index_docs:,}",
+             f"{summary['candidate_edges']:,}", graph["rounds"],
+             summary["documents_in_clusters"], summary["removed"], summary["url_dropped"],
+             len(repair), summary["seconds"]["total"])
+    summary["pending_index"] = {shard_folder(s.path): per_shard.get(shard_folder(s.path), 0)
+                                for s in todo}
+    specs = list(config.stages)
+    specs[at] = replace(spec, params={**spec.params, "decisions": store.uri("dedup"),
+                                      "run_id": run_id})
+    return replace(config, stages=specs), summary
+
+
+def _check_keep_by(config: Config, at: int, shards) -> None:
+    """keep_by must name a column of the input or of a stage before dedup: said now,
+    not as a failed worker."""
+    keep_by = config.stages[at].params.get("keep_by")
+    if not keep_by or not shards:
+        return
+    import pyarrow.parquet as pq
+
+    from thresher.pipeline.io.storage import open_input
+
+    made = {c for spec in config.stages[:at] for c in spec.cls.columns}
+    with open_input(shards[0].path) as handle:
+        present = set(pq.read_schema(handle).names)
+    if keep_by not in made | present:
+        raise DedupError(f"{config.source}: dedup keep_by {keep_by!r} is neither a column of "
+                         f"the input ({', '.join(sorted(present))}) nor one that a stage before "
+                         "dedup adds")
+
+
+def record_index(store: Store, config: Config, summary: dict, finished: set[str]) -> dict:
+    at = find_stage(config)
+    if at is None or not summary:
+        return index.summary(store)
+    return index.record(store, config.stages[at].build(), summary.get("pending_index", {}),
+                        finished)
+
+
+def index_size(store: Store) -> dict:
+    return index.size(store)
+
