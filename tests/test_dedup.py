@@ -273,3 +273,162 @@ def test_killed_while_clustering_then_rerun_accounts_every_row_once(tmp_path, de
     assert result.totals == clean.totals
     assert set(rows_of(out, "rejected").column("id").to_pylist()) == \
         set(rows_of(tmp_path / "clean", "rejected").column("id").to_pylist())
+
+
+# ---- over many crawls: identities, keepers that leave, URLs, the index's format ----
+
+PAGE = ("the harbour office posted new rules for small boats entering the bay after dark, "
+        "asking every skipper to call the tower before passing the outer buoy and to keep "
+        "the green light on the right side of the channel until the second pier")
+OTHER = ("our garden club meets on the first tuesday of each month to trade seeds, swap "
+         "cuttings and argue about whether tomatoes belong in a greenhouse or outside "
+         "where the bees can find them without any help from us")
+
+
+def page(i: int, words: int = 40) -> str:
+    rng = random.Random(i)
+    return " ".join("".join(rng.choice("abcdefghijklmnop") for _ in range(6))
+                    for _ in range(words))
+
+
+def curated_texts(out: Path) -> list[str]:
+    return rows_of(out, "curated").column("text").to_pylist()
+
+
+def keep_by_config(tmp_path: Path, **params) -> Path:
+    import yaml
+
+    path = tmp_path / "dedup-quality.yaml"
+    path.write_text(yaml.safe_dump({"stages": [{"stage": "dedup", "keep_by": "quality",
+                                                **params}],
+                                    "filters": ["dup_keep != false", "dup_url_keep != false"]}))
+    return path
+
+
+def test_a_kept_documents_shard_changes_and_its_content_stays_once(tmp_path):
+    """uids are never reused: a changed shard's documents are new documents. The
+    cluster whose kept document left chooses again: a new copy if one arrives, else
+    an earlier copy, promoted (its shard written again)."""
+    crawl, out = tmp_path / "crawl", tmp_path / "out"
+    config = load_config(keep_by_config(tmp_path))
+    a = write_shard(crawl / "a.parquet", [
+        {"id": "keeper", "text": PAGE, "quality": 0.9},
+        *({"id": f"a{i}", "text": page(i), "quality": 0.5} for i in range(1, 4))])
+    b = write_shard(crawl / "b.parquet", [
+        {"id": "early-copy", "text": PAGE + " ", "quality": 0.1},
+        *({"id": f"b{i}", "text": page(10 + i), "quality": 0.5} for i in range(3))])
+    curate([str(crawl)], out, config, progress=False)
+    assert curated_texts(out).count(PAGE) == 1
+    assert everything(out)["early-copy"]["dup_cluster"] == "keeper"
+
+    # a changes: an unrelated page now sits at the kept document's row, and a new
+    # shard brings another copy of the kept content.
+    write_shard(crawl / "a.parquet", [
+        {"id": "unrelated", "text": OTHER, "quality": 0.5},
+        *({"id": f"a{i}", "text": page(i), "quality": 0.5} for i in range(1, 4))])
+    c = write_shard(crawl / "c.parquet", [{"id": "late-copy", "text": "  " + PAGE,
+                                           "quality": 0.2}])
+    result = curate([str(crawl)], out, config, progress=False)
+    assert result.plan == {"new": 1, "changed": 1, "resumed": 0, "done": 1}
+    rows = everything(out)
+    assert rows["unrelated"]["outcome"] == "curated"
+    assert rows["unrelated"]["dup_cluster"] == "unrelated"  # inherits nothing
+    assert rows["unrelated"]["dup_cluster_size"] == 1
+    assert rows["late-copy"]["outcome"] == "curated"  # the cluster's new keeper
+    assert [t.strip() for t in curated_texts(out)].count(PAGE) == 1
+    manifest = __import__("json").loads(result.manifest_path.read_text())
+    assert manifest["dedup"]["kept_documents_departed"] == 1
+    assert manifest["dedup"]["cluster_invariant_violations"] == 0
+
+    # c changes too: no new copy now, so the earliest copy is promoted and b is
+    # written again (its rows once, its copy curated with every later stage's columns).
+    write_shard(crawl / "c.parquet", [{"id": "c0", "text": page(99), "quality": 0.5}])
+    result = curate([str(crawl)], out, config, progress=False)
+    rows = everything(out)
+    assert rows["early-copy"]["outcome"] == "curated" and rows["early-copy"]["dup_keep"]
+    assert [t.strip() for t in curated_texts(out)].count(PAGE) == 1
+    manifest = __import__("json").loads(result.manifest_path.read_text())
+    assert manifest["dedup"]["promoted"] == 1 and manifest["dedup"]["repair"] == [str(b)]
+    assert_each_row_once(out, [a, b, c])
+
+
+def test_urls_never_join_content_and_crawls_follow_the_policy(tmp_path):
+    first, second = tmp_path / "crawl-1", tmp_path / "crawl-2"
+    write_shard(first / "a.parquet", [
+        {"id": "x1", "text": PAGE, "url": "https://site.invalid/shared", "quality": 0.9},
+        {"id": "x2", "text": PAGE + " again", "url": "https://site.invalid/x", "quality": 0.1},
+        {"id": "y1", "text": OTHER, "url": "http://www.site.invalid/shared/", "quality": 0.1},
+        {"id": "y2", "text": OTHER.replace(" ", "\n"), "url": "https://site.invalid/y",
+         "quality": 0.9},
+        {"id": "old-news", "text": page(1), "url": "https://news.invalid/today",
+         "quality": 0.5}])
+    write_shard(second / "b.parquet", [
+        {"id": "new-news", "text": page(2), "url": "https://news.invalid/today",
+         "quality": 0.5}])
+    outcomes = {}
+    for policy in ("off", "keep_first", "keep_newest"):
+        out = tmp_path / f"out-{policy}"
+        config = load_config(keep_by_config(tmp_path, url_crawls=policy))
+        curate([str(first)], out, config, progress=False)
+        curate([str(second)], out, config, progress=False)
+        rows = everything(out)
+        outcomes[policy] = {i: (r["outcome"], r.get("drop_reason")) for i, r in rows.items()
+                            if "news" in i}
+        # Two content clusters that share a URL stay two clusters; a line break is a
+        # space (y2 is y1 with line breaks for spaces).
+        assert rows["x1"]["dup_cluster"] == rows["x2"]["dup_cluster"] == "x1"
+        assert rows["y1"]["dup_cluster"] == rows["y2"]["dup_cluster"] == "y2"
+        assert {rows[i]["dup_cluster_size"] for i in ("x1", "x2", "y1", "y2")} == {2}
+        # Within a crawl, one document per URL: y1 is a content copy anyway, and x1
+        # keeps the shared URL.
+        assert rows["x1"]["dup_url_keep"] is True
+        assert rows["y1"]["dup_url_keep"] is False
+        assert rows["y1"]["dup_url_keep_reason"] == "same URL in this crawl"
+    assert outcomes["off"] == {"old-news": ("curated", None), "new-news": ("curated", None)}
+    assert outcomes["keep_first"] == {
+        "old-news": ("curated", None),
+        "new-news": ("rejected", "dup_url_keep=false:URL kept in an earlier crawl")}
+    assert outcomes["keep_newest"] == {
+        "old-news": ("rejected", "dup_url_keep=false:URL re-crawled later"),
+        "new-news": ("curated", None)}
+
+
+def test_an_index_of_another_format_is_refused_until_rebuilt(tmp_path, dedup_config):
+    import json
+
+    crawl, out = tmp_path / "crawl", tmp_path / "out"
+    write_shard(crawl / "a.parquet", [{"id": "first", "text": PAGE},
+                                      {"id": "other", "text": OTHER}])
+    curate([str(crawl)], out, load_config(dedup_config), progress=False)
+    # As an index of the previous version looks: no format file, no format in index.json.
+    (out / "dedup" / "format.json").unlink()
+    summary = json.loads((out / "dedup" / "index.json").read_text())
+    summary.pop("format")
+    (out / "dedup" / "index.json").write_text(json.dumps(summary))
+    write_shard(crawl / "b.parquet", [{"id": "copy", "text": PAGE.replace(" ", "\n")}])
+    command = [THRESHER, "curate", "-i", str(crawl), "-o", str(out), "-c", str(dedup_config),
+               "--no-progress", "--num-cpus", "2"]
+    refused = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert refused.returncode == 2
+    error = [line for line in refused.stderr.splitlines() if line.startswith("thresher:")]
+    assert len(error) == 1 and "has format 1" in error[0]
+    assert f"thresher dedup rebuild --output {out}" in error[0]
+    assert not (out / "dedup" / "format.json").exists()
+
+    rebuilt = subprocess.run([THRESHER, "dedup", "rebuild", "-o", str(out), "-c",
+                              str(dedup_config), "--num-cpus", "2"],
+                             capture_output=True, text=True, cwd=tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "dedup index rebuilt from the outputs of 1 shards: 2 documents" in rebuilt.stdout
+    assert json.loads((out / "dedup" / "format.json").read_text())["format"] == 2
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = everything(out)
+    assert rows["copy"]["outcome"] == "rejected" and rows["copy"]["dup_cluster"] == "first"
+
+    other = tmp_path / "bands.yaml"
+    other.write_text(DEDUP_ONLY.replace("- stage: dedup", "- stage: dedup\n    bands: 10"))
+    write_shard(crawl / "c.parquet", [{"id": "c", "text": page(5)}])
+    refused = subprocess.run([*command[:7], str(other), *command[8:]], capture_output=True,
+                             text=True, cwd=tmp_path)
+    assert refused.returncode == 2 and "'bands': 10" in refused.stderr

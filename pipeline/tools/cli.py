@@ -168,6 +168,19 @@ def _parser() -> argparse.ArgumentParser:
     defaults.add_argument("--out", default="models-data")
     defaults.set_defaults(func=_build_defaults)
 
+    dedup = commands.add_parser("dedup", help="the dedup index (OUT/dedup)")
+    dedup_commands = dedup.add_subparsers(dest="dedup_command", required=True)
+    rebuild = dedup_commands.add_parser(
+        "rebuild", help="make the index again, in this version's format and with the "
+                        "config's settings, from the outputs (they are not changed)")
+    rebuild.add_argument("--output", "-o", required=True, help="the output folder or URI")
+    rebuild.add_argument("--config", "-c", help="pipeline YAML whose dedup settings the index "
+                                                "takes (default: the built-in one)")
+    rebuild.add_argument("--state", help="folder of the ledger (as for curate)")
+    rebuild.add_argument("--address", help="Ray cluster address (as for curate)")
+    rebuild.add_argument("--num-cpus", type=int, help="CPUs of the in-process Ray")
+    rebuild.set_defaults(func=_dedup_rebuild)
+
     demo = commands.add_parser("demo-crawl", help="build the demo crawl from local material")
     demo.add_argument("--output", "-o", required=True)
     demo.add_argument("--shards", type=int, default=8)
@@ -197,6 +210,18 @@ def _curate(args) -> int:
     print(f"  manifest: {result.manifest_path}")
     if result.report_path:
         print(f"  report:   {result.report_path}")
+    return 0
+
+
+def _dedup_rebuild(args) -> int:
+    from thresher.pipeline.engine.run import rebuild_dedup_index
+
+    summary = rebuild_dedup_index(args.output, load_config(args.config), address=args.address,
+                                  num_cpus=args.num_cpus, state_dir=args.state)
+    print(f"thresher: dedup index rebuilt from the outputs of {summary['shards']:,} shards: "
+          f"{summary['documents']:,} documents, {summary['documents_in_clusters']:,} in "
+          f"clusters of 2+ ({summary['seconds']} s)")
+    print(_index_line(args.output))
     return 0
 
 

@@ -26,8 +26,9 @@ from thresher.pipeline.engine.run import phase
 from thresher.pipeline.io.storage import Store
 from thresher.pipeline.steps.dedup import index
 from thresher.pipeline.steps.dedup.candidates import candidates
-from thresher.pipeline.steps.dedup.common import KEY_ROWS_PER_PARTITION, DedupError, units
-from thresher.pipeline.steps.dedup.components import FINISH_BELOW, components
+from thresher.pipeline.steps.dedup.common import (KEY_ROWS_PER_PARTITION, SMALL_SHUFFLE_ROWS,
+                                                  DedupError, shuffles_as_tasks, units)
+from thresher.pipeline.steps.dedup import components as components_mod
 from thresher.pipeline.steps.dedup.decisions import decide
 from thresher.pipeline.steps.dedup.signatures import departed_keys, old_keys, signature_pass
 from thresher.pipeline.steps.dedup.urls import decide_urls
@@ -60,8 +61,8 @@ def check_placement(config: Config) -> None:
 
 
 def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
-              done_paths: list[str], run_id: str, output: str | None = None,
-              finish_below: int = FINISH_BELOW) -> tuple[Config, dict]:
+              done_paths: list[str], run_id: str,
+              output: str | None = None) -> tuple[Config, dict]:
     """Cluster the new shards' documents with each other and with the index; returns
     the config with the dedup stage pointed at the decisions, and a summary whose
     `repair` names the earlier shards whose decisions changed (to be written again)."""
@@ -91,39 +92,42 @@ def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
     _check_keep_by(config, at, todo)
     log.info("dedup: signing %d shards (%s rows), then finding clusters against an index of "
              "%s documents", len(todo), f"{new_docs:,}", f"{index_docs:,}")
-    work = [{"path": s.path, "key": s.key, "folder": shard_folder(s.path),
-             "number": numbers[s.path]} for s in todo]
-    keys = signature_pass(work, config, at, store, buckets, cpus, run_id)
-    old = [{"folder": f} for f in sorted(done)]
-    if old:
-        keys = keys.union(units(old, cpus).map_batches(
-            old_keys, batch_size=1, batch_format="pyarrow",
-            fn_kwargs={"out": store.location, "buckets": buckets}))
-    if len(departed):
-        keys = keys.union(ray.data.from_arrow(departed_keys(departed, buckets)))
-    with phase(phases, "signatures+candidates"):
-        edges = keys.groupby("bucket", num_partitions=partitions).map_groups(
-            candidates, batch_format="pyarrow", fn_kwargs={"buckets": buckets}).materialize()
-    log.info("dedup: signatures written; finding clusters among %s candidate pairs",
-             f"{edges.count():,}")
-    with phase(phases, "components"):
-        labels, graph = components(edges, buckets=buckets, partitions=partitions,
-                                   finish_below=finish_below)
-    folders = [{"folder": w["folder"], "new": True} for w in work] + \
-        [{"folder": o["folder"], "new": False} for o in old]
-    with phase(phases, "decisions"):
-        written = decide(labels, store, folders, old, buckets=buckets, partitions=partitions,
-                         cpus=cpus, run_id=run_id, scope=stage.scope) if graph["edges"][0] \
-            else []
-    url_written = []
-    if stage.url:
-        with phase(phases, "urls"):
-            url_written = decide_urls(store, folders, buckets=buckets, partitions=partitions,
-                                      cpus=cpus, run_id=run_id, policy=stage.url_crawls)
+    small = (new_docs + index_docs) * (stage.num_keys + 1) <= SMALL_SHUFFLE_ROWS
+    with shuffles_as_tasks(small):
+        work = [{"path": s.path, "key": s.key, "folder": shard_folder(s.path),
+                 "number": numbers[s.path]} for s in todo]
+        keys = signature_pass(work, config, at, store, buckets, cpus, run_id)
+        old = [{"folder": f} for f in sorted(done)]
+        if old:
+            keys = keys.union(units(old, cpus).map_batches(
+                old_keys, batch_size=1, batch_format="pyarrow",
+                fn_kwargs={"out": store.location, "buckets": buckets}))
+        if len(departed):
+            keys = keys.union(ray.data.from_arrow(departed_keys(departed, buckets)))
+        with phase(phases, "signatures+candidates"):
+            edges = keys.groupby("bucket", num_partitions=partitions).map_groups(
+                candidates, batch_format="pyarrow", fn_kwargs={"buckets": buckets}).materialize()
+        log.info("dedup: signatures written; finding clusters among %s candidate pairs",
+                 f"{edges.count():,}")
+        with phase(phases, "components"):
+            labels, graph = components_mod.components(
+                edges, buckets=buckets, partitions=partitions,
+                finish_below=components_mod.FINISH_BELOW)
+        folders = [{"folder": w["folder"], "new": True} for w in work] + \
+            [{"folder": o["folder"], "new": False} for o in old]
+        with phase(phases, "decisions"):
+            written = decide(labels, store, folders, old, buckets=buckets, partitions=partitions,
+                             cpus=cpus, run_id=run_id, scope=stage.scope) if graph["edges"][0] \
+                else []
+        url_written = []
+        if stage.url:
+            with phase(phases, "urls"):
+                url_written = decide_urls(store, folders, buckets=buckets, partitions=partitions,
+                                          cpus=cpus, run_id=run_id, policy=stage.url_crawls)
     per_shard = index.signed_counts(store, todo)
     paths = {shard_folder(s.path): s.path for s in todo} | done
-    repair = sorted({paths[w["folder"]] for w in written if w["promoted"]} |
-                    {paths[w["folder"]] for w in url_written if w["demoted"]}
+    repair = sorted(({paths[w["folder"]] for w in written if w["promoted"]}
+                     | {paths[w["folder"]] for w in url_written if w["demoted"]})
                     - {s.path for s in todo})
     summary = {
         "documents_signed": sum(per_shard.values()), "index_documents_before": index_docs,

@@ -18,8 +18,10 @@ import logging
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from thresher.pipeline.steps.dedup.common import EDGE_SCHEMA, bucket, col
+from thresher.pipeline.steps.dedup.common import (EDGE_SCHEMA, SMALL_SHUFFLE_ROWS, bucket, col,
+                                                  on_tasks)
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +92,17 @@ def components(edges, *, buckets: int, partitions: int, finish_below: int = FINI
     `edges` is a materialized dataset of EDGE_SCHEMA rows."""
     count = edges.count()
     stats = {"rounds": 0, "edges": [count]}
+    if count <= SMALL_SHUFFLE_ROWS:
+        edges = on_tasks(edges)
+    return _rounds(edges, count, stats, buckets, partitions, finish_below)
+
+
+def _rounds(edges, count: int, stats: dict, buckets: int, partitions: int, finish_below: int):
     while count > finish_below:
         starred = _both_ways(edges, buckets).groupby("bucket", num_partitions=partitions) \
             .map_groups(_large_star_group, batch_format="pyarrow",
                         fn_kwargs={"buckets": buckets}).materialize()
-        if not (starred.sum("unsettled") or 0):  # the edges were stars already
+        if not _unsettled(starred):  # the edges were stars already
             return _labels_of_stars(edges, buckets, partitions), stats
         edges = starred.filter(expr=col("a") >= 0).drop_columns(["unsettled"]) \
             .groupby("bucket", num_partitions=partitions) \
@@ -110,7 +118,15 @@ def components(edges, *, buckets: int, partitions: int, finish_below: int = FINI
     stats["finished_on_one_worker"] = count
     labels = edges.repartition(1).map_batches(
         _local_group, batch_size=None, batch_format="pyarrow", fn_kwargs={"buckets": buckets})
-    return labels, stats
+    return labels.materialize(), stats
+
+
+def _unsettled(starred) -> int:
+    """The nodes not yet in a star, from the one count row of each bucket (a few rows
+    a partition: a Ray Data aggregate costs seconds more here)."""
+    counts = starred.filter(expr=col("a") < 0).select_columns(["unsettled"])
+    return sum(int(pa.compute.sum(batch.column("unsettled")).as_py() or 0)
+               for batch in counts.iter_batches(batch_format="pyarrow", batch_size=None))
 
 
 def _both_ways(edges, buckets: int):
@@ -146,7 +162,7 @@ def _labels_of_stars(edges, buckets: int, partitions: int):
         uid, label = star_labels(group.column("a").to_numpy(), group.column("b").to_numpy())
         return _label_table(uid, label, buckets)
     return _both_ways(edges, buckets).groupby("bucket", num_partitions=partitions) \
-        .map_groups(labels, batch_format="pyarrow")
+        .map_groups(labels, batch_format="pyarrow").materialize()
 
 
 def _local_group(batch: pa.Table, *, buckets: int) -> pa.Table:

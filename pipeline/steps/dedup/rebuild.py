@@ -1,0 +1,180 @@
+"""`thresher dedup rebuild`: the index made again, in this version's format and with
+the config's settings, from the outputs, without touching them.
+
+For every shard the ledger has done, its curated and rejected rows that reached
+dedup (a dedup decision in their columns) are signed again from their text: the
+output holds every document that was signed, so nothing needs the input shards.
+The decisions that were published are kept as they are: each cluster is named by
+the id in `dup_cluster` and its kept member (`dup_keep`) is found by one shuffle of
+the clustered rows; a cluster whose kept member is in no output any more keeps its
+members dropped until a new copy arrives, which then chooses a new keeper. URL
+drops are carried over as they were. The old index is removed first, and the
+format file is written last, so a rebuild that dies is refused by the next run
+until a rebuild finishes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from thresher.models.minhash import FORMAT_VERSION
+from thresher.pipeline.engine.config import Config
+from thresher.pipeline.engine.write import is_synthetic_part
+from thresher.pipeline.io.storage import Store
+from thresher.pipeline.steps.dedup import index
+from thresher.pipeline.steps.dedup.common import (CLUSTERS, FORMAT_FILE, SIGNATURES, URLS,
+                                                  DedupError, bucket, units)
+from thresher.stages.dedup import Dedup, shard_folder
+
+log = logging.getLogger(__name__)
+
+MEMBER_SCHEMA = pa.schema([("bucket", pa.int64()), ("folder", pa.string()), ("row", pa.int64()),
+                           ("uid", pa.int64()), ("cluster_id", pa.string()),
+                           ("keep", pa.bool_()), ("size", pa.int64())])
+OUTCOMES = ("curated", "rejected")
+
+
+def rebuild(store: Store, config: Config, shards: list[dict]) -> dict:
+    """`shards`: the ledger's done shards as {path, fingerprint, number, run_id}."""
+    from thresher.pipeline.steps.dedup import find_stage
+
+    at = find_stage(config)
+    if at is None:
+        raise DedupError(f"{config.source}: the config has no dedup stage to rebuild the "
+                         "index for")
+    import ray
+
+    stage: Dedup = config.stages[at].build()
+    started = time.perf_counter()
+    _remove_index(store)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    buckets = 4 * cpus
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-rebuild"
+    work = [{**s, "folder": shard_folder(s["path"])} for s in shards]
+    members = units(work, cpus).map_batches(
+        _sign_outputs, batch_size=1, batch_format="pyarrow",
+        fn_kwargs={"out": store.location, "spec": config.stages[at], "buckets": buckets,
+                   "stamp": stamp})
+    written = members.groupby("bucket", num_partitions=cpus).map_groups(
+        _name_keepers, batch_format="pyarrow").groupby("folder", num_partitions=cpus) \
+        .map_groups(_write, batch_format="pyarrow",
+                    fn_kwargs={"out": store.location, "stamp": stamp})
+    clustered = sum(int(pc.sum(b.column("members")).as_py() or 0)
+                    for b in written.iter_batches(batch_format="pyarrow", batch_size=None))
+    counts = index.signed_counts(store, [_Path(s["path"]) for s in shards])
+    index.record(store, stage, counts, set(counts))
+    store.write_text(store.path(FORMAT_FILE), json.dumps(
+        {"format": FORMAT_VERSION, "settings": index.settings(stage)}))
+    return {"shards": len(shards), "documents": sum(counts.values()),
+            "documents_in_clusters": clustered,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+class _Path:
+    def __init__(self, path: str):
+        self.path = path
+
+
+def _remove_index(store: Store) -> None:
+    for info in store.fs.get_file_info(pafs.FileSelector(store.path("dedup"), recursive=True,
+                                                         allow_not_found=True)):
+        if info.type == pafs.FileType.File:
+            store.delete(info.path)
+
+
+def _sign_outputs(batch: pa.Table, *, out: str, spec, buckets: int, stamp: str) -> pa.Table:
+    """One done shard: its rows that reached dedup, signed again from the outputs; its
+    URL drops carried over; its clustered rows on to the keeper shuffle."""
+    store = Store.at(out)
+    (unit,) = batch.to_pylist()
+    stage: Dedup = spec.build()
+    rows = _output_rows(store, unit, stage)
+    if rows is None or not rows.num_rows:
+        return MEMBER_SCHEMA.empty_table()
+    rows = rows.sort_by("source_row")
+    source_row = rows.column("source_row").to_numpy().astype(np.int64)
+    uid = (np.int64(unit["number"]) << np.int64(32)) | source_row
+    keys, urls = stage.keys(rows)
+    store.write_table(pa.table({
+        "uid": uid, "row": source_row, "id": rows.column("id"), "prio": stage.priority(rows),
+        "keys": pa.FixedSizeListArray.from_arrays(pa.array(keys.reshape(-1), pa.uint64()),
+                                                  keys.shape[1]),
+        "url": pa.array(urls, pa.uint64()), "crawl": stage.crawls(rows, unit["run_id"])}),
+        store.path(SIGNATURES, unit["folder"], f"{int(source_row[0]):010d}.parquet"))
+    if "dup_url_keep" in rows.column_names:
+        dropped = pc.equal(rows.column("dup_url_keep"), False).fill_null(False)
+        if pc.any(dropped).as_py():
+            lost = rows.filter(dropped)
+            store.write_table(pa.table({
+                "row": lost.column("source_row").cast(pa.int64()),
+                "uid": pa.array(uid[dropped.to_numpy(zero_copy_only=False)]),
+                "url_keep": pa.array([False] * lost.num_rows),
+                "url_reason": lost.column("dup_url_keep_reason")}),
+                store.path(URLS, unit["folder"], f"{stamp}.parquet"))
+    clustered = pc.greater(rows.column("dup_cluster_size"), 1).fill_null(False)
+    mine = rows.filter(clustered)
+    return pa.table({
+        "bucket": bucket(_cluster_hash(mine.column("dup_cluster").to_pylist()), buckets),
+        "folder": [unit["folder"]] * mine.num_rows,
+        "row": mine.column("source_row").cast(pa.int64()),
+        "uid": pa.array(uid[clustered.to_numpy(zero_copy_only=False)]),
+        "cluster_id": mine.column("dup_cluster"), "keep": mine.column("dup_keep"),
+        "size": mine.column("dup_cluster_size")}, schema=MEMBER_SCHEMA)
+
+
+def _output_rows(store: Store, unit: dict, stage: Dedup) -> pa.Table | None:
+    """A shard's real rows in curated and rejected output that got a dedup decision."""
+    prefix = f"part-{unit['key']}-"
+    tables = []
+    for outcome in OUTCOMES:
+        for path in store.files(outcome, f"{prefix}*.parquet"):
+            if is_synthetic_part(path):
+                continue
+            present = store.schema(path).names
+            wanted = ["id", "text", "source_row", "dup_cluster", "dup_cluster_size", "dup_keep",
+                      "dup_url_keep", "dup_url_keep_reason", *stage.input_columns()]
+            table = store.read_table(path, columns=[c for c in dict.fromkeys(wanted)
+                                                    if c in present])
+            if "dup_keep" in table.column_names:
+                tables.append(table.filter(pc.is_valid(table.column("dup_keep"))))
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+def _cluster_hash(ids: list[str]) -> np.ndarray:
+    return np.array([int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "big")
+                     for i in ids], np.uint64)
+
+
+def _name_keepers(group: pa.Table) -> pa.Table:
+    """Per published cluster (its dup_cluster id): the uid of its kept member, or, when
+    none is in the output any more, a uid no document has (the cluster chooses again
+    when a new copy arrives)."""
+    group = group.sort_by([("cluster_id", "ascending"), ("keep", "descending"),
+                           ("uid", "ascending")])
+    cid = group.column("cluster_id").to_pylist()
+    uid = group.column("uid").to_numpy()
+    keep = group.column("keep").to_numpy(zero_copy_only=False)
+    starts = [i for i in range(len(cid)) if i == 0 or cid[i] != cid[i - 1]]
+    bounds = starts + [len(cid)]
+    rep = np.empty(len(cid), np.int64)
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        rep[start:end] = uid[start] if keep[start] else \
+            -2 - (int(_cluster_hash([cid[start]])[0]) >> 2)
+    return group.append_column("rep", pa.array(rep))
+
+
+def _write(group: pa.Table, *, out: str, stamp: str) -> pa.Table:
+    store = Store.at(out)
+    folder = group.column("folder")[0].as_py()
+    table = group.select(["row", "uid", "rep", "cluster_id", "keep", "size"]).sort_by("row")
+    store.write_table(table, store.path(CLUSTERS, folder, f"{stamp}.parquet"))
+    return pa.table({"folder": [folder], "members": [table.num_rows]})
