@@ -14,7 +14,8 @@ def test_default_config_runs_every_built_stage():
     assert [s.name for s in config.stages] == ["url", "dedup", "lang", "heuristics", "ccnet",
                                                "harm", "dataman", "wrap"]
     assert [str(r) for r in config.filters] == [
-        "url_blocked != true", "dup_keep != false", "lang_score >= 0.5",
+        "url_blocked != true", "dup_keep != false", "dup_url_keep != false",
+        "lang_score >= 0.5",
         "heuristics_gopher_repetition != false", "heuristics_fineweb != false",
         "ccnet_bucket != tail", "harm_flag != true", "dataman_selected != false"]
     # Its smallest pools fit on 2 cores at once, and its pools fill them.
