@@ -152,6 +152,7 @@ bench: setup
 	$(BIN)/python bench/import_throughput.py
 	$(BIN)/python bench/engine_scaling.py --input $(CRAWL)
 	$(BIN)/python bench/dedup_throughput.py --input $(CRAWL)
+	$(BIN)/python bench/dedup_growth.py --input $(CRAWL)
 	$(BIN)/python bench/heuristics_throughput.py --input $(CRAWL)
 
 clean:

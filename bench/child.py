@@ -17,6 +17,17 @@ def measure_child(command: list[str], name: str) -> dict:
     the largest sum of RSS over the child and all its descendants (Ray's raylet and
     workers, worker pools, ...), sampled every 0.1 s."""
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    output, peak = watch(child)
+    if child.returncode:
+        raise SystemExit(f"{name} failed with exit code {child.returncode}")
+    result = json.loads(output.strip().splitlines()[-1])
+    result["peak_rss_mb"] = peak / 2**20
+    return result
+
+
+def watch(child: subprocess.Popen) -> tuple[str | None, int]:
+    """Wait for the child: (its stdout, when piped; the peak sum of RSS over it and
+    its descendants, sampled every 0.1 s)."""
     peak = [0]
 
     def sample():
@@ -33,11 +44,7 @@ def measure_child(command: list[str], name: str) -> dict:
     sampler.start()
     output, _ = child.communicate()
     sampler.join()
-    if child.returncode:
-        raise SystemExit(f"{name} failed with exit code {child.returncode}")
-    result = json.loads(output.strip().splitlines()[-1])
-    result["peak_rss_mb"] = peak[0] / 2**20
-    return result
+    return output, peak[0]
 
 
 def curate(crawl: str, out: str, config_text: str, cpus: int) -> tuple[float, dict]:

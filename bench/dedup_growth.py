@@ -31,15 +31,17 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.child import watch  # noqa: E402
+
 CONFIG = """stages:
   - stage: dedup
 filters: ["dup_keep != false", "dup_url_keep != false"]
@@ -122,7 +124,10 @@ def run(crawl: Path, out: Path, cpus: int) -> dict:
                "curate", "-i", str(crawl), "-o", str(out), "-c", str(config), "--no-progress",
                "--num-cpus", str(cpus)]
     start = time.perf_counter()
-    peak = watch(subprocess.Popen(command))
+    child = subprocess.Popen(command)
+    _, peak = watch(child)
+    if child.returncode:
+        raise SystemExit(f"thresher curate failed with exit code {child.returncode}")
     seconds = time.perf_counter() - start
     (manifest_path,) = set(out.glob("runs/*/manifest.json")) - seen
     manifest = json.loads(manifest_path.read_text())
@@ -133,27 +138,6 @@ def run(crawl: Path, out: Path, cpus: int) -> dict:
             "rounds": dedup["rounds"], "index_docs": index_docs, "index_mb": before / 1e6,
             "rows_shuffled": (docs + index_docs) * 17, "peak_rss_mb": peak / 2**20,
             "removed": dedup["removed"], "phases": dedup["seconds"]}
-
-
-def watch(child: subprocess.Popen) -> int:
-    """Wait for the child; the largest sum of RSS over it and its descendants."""
-    peak = [0]
-
-    def sample():
-        root = psutil.Process(child.pid)
-        while child.poll() is None:
-            try:
-                procs = [root, *root.children(recursive=True)]
-                peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs))
-            except psutil.Error:
-                pass
-            time.sleep(0.1)
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    if child.wait():
-        raise SystemExit(f"thresher curate failed with exit code {child.returncode}")
-    sampler.join()
-    return peak[0]
 
 
 def index_bytes(out: Path) -> int:
