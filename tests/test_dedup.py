@@ -432,3 +432,26 @@ def test_an_index_of_another_format_is_refused_until_rebuilt(tmp_path, dedup_con
     refused = subprocess.run([*command[:7], str(other), *command[8:]], capture_output=True,
                              text=True, cwd=tmp_path)
     assert refused.returncode == 2 and "'bands': 10" in refused.stderr
+
+
+def test_when_a_urls_kept_document_leaves_another_under_it_is_kept(tmp_path):
+    crawl, out = tmp_path / "crawl", tmp_path / "out"
+    config = load_config(keep_by_config(tmp_path))
+    url = "https://site.invalid/page"
+    write_shard(crawl / "a.parquet", [{"id": "first", "text": PAGE, "url": url,
+                                       "quality": 0.9, "crawl": "CC-1"}])
+    b = write_shard(crawl / "b.parquet", [{"id": "second", "text": OTHER, "url": url,
+                                           "quality": 0.1, "crawl": "CC-1"}])
+    curate([str(crawl)], out, config, progress=False)
+    assert everything(out)["second"]["drop_reason"] == \
+        "dup_url_keep=false:same URL in this crawl"
+    a = write_shard(crawl / "a.parquet", [{"id": "moved", "text": page(3),
+                                           "url": "https://site.invalid/elsewhere",
+                                           "quality": 0.5, "crawl": "CC-1"}])
+    result = curate([str(crawl)], out, config, progress=False)
+    rows = everything(out)
+    assert rows["second"]["outcome"] == "curated" and rows["second"]["dup_url_keep"] is True
+    manifest = __import__("json").loads(result.manifest_path.read_text())
+    assert manifest["dedup"]["url_keys_departed"] == 1
+    assert manifest["dedup"]["repair"] == [str(b)]
+    assert_each_row_once(out, [a, b])

@@ -79,7 +79,7 @@ def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
     redo = {shard_folder(s.path) for s in todo}
     done = {shard_folder(p): p for p in done_paths if p in numbers
             and shard_folder(p) not in redo}
-    departed = index.retire(store, todo, numbers)
+    departed, departed_urls = index.retire(store, todo, numbers)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     index_docs = index.summary(store).get("docs", 0)
     new_docs = sum(s.num_rows or 0 for s in todo)
@@ -122,12 +122,13 @@ def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
         url_written = []
         if stage.url:
             with phase(phases, "urls"):
-                url_written = decide_urls(store, folders, buckets=buckets, partitions=partitions,
-                                          cpus=cpus, run_id=run_id, policy=stage.url_crawls)
+                url_written = decide_urls(store, folders, departed_urls, buckets=buckets,
+                                          partitions=partitions, cpus=cpus, run_id=run_id,
+                                          policy=stage.url_crawls)
     per_shard = index.signed_counts(store, todo)
     paths = {shard_folder(s.path): s.path for s in todo} | done
     repair = sorted(({paths[w["folder"]] for w in written if w["promoted"]}
-                     | {paths[w["folder"]] for w in url_written if w["demoted"]})
+                     | {paths[w["folder"]] for w in url_written if w["changed"]})
                     - {s.path for s in todo})
     summary = {
         "documents_signed": sum(per_shard.values()), "index_documents_before": index_docs,
@@ -140,7 +141,8 @@ def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
         "promoted": sum(w["promoted"] for w in written),
         "cluster_invariant_violations": sum(w["violations"] for w in written),
         "url_dropped": sum(w["url_dropped"] for w in url_written),
-        "url_replaced": sum(w["demoted"] for w in url_written),
+        "url_changed": sum(w["changed"] for w in url_written),
+        "url_keys_departed": int(len(departed_urls)),
         "repair": repair,
         "seconds": {k: round(v, 2) for k, v in phases.items()},
         "removed_per_shard": {paths[w["folder"]]: w["removed"] for w in written

@@ -17,7 +17,8 @@ import pyarrow.fs as pafs
 from thresher.models.minhash import FORMAT_VERSION
 from thresher.pipeline.io.storage import Store
 from thresher.pipeline.steps.dedup.common import (CLUSTERS, FORMAT_FILE, INDEX_FILE,
-                                                  SIGNATURES, URLS, DedupError, read_latest)
+                                                  SIGNATURES, URLS, DedupError, read_folder,
+                                                  read_latest)
 from thresher.stages.dedup import Dedup, shard_folder
 
 
@@ -58,11 +59,12 @@ def check_format(store: Store, stage: Dedup, output: str) -> None:
             "config) to rebuild it from the outputs, or use a new output folder")
 
 
-def retire(store: Store, todo, numbers: dict[str, int]) -> np.ndarray:
+def retire(store: Store, todo, numbers: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """Remove the entries of shards about to be (re)done: those of a crashed run, or of
-    a shard whose content changed. Returns the uids of kept documents of clusters of
-    2+ that leave with a changed shard: their clusters choose again this run."""
-    departed = []
+    a shard whose content changed. Returns what leaves with a changed shard: the uids of
+    kept documents of clusters of 2+ (their clusters choose again this run) and the URL
+    keys of documents kept under their URL (the others under it choose again)."""
+    departed, urls = [], []
     for shard in todo:
         folder = shard_folder(shard.path)
         decided = read_latest(store, f"{CLUSTERS}/{folder}", ["keep", "size"])
@@ -71,10 +73,28 @@ def retire(store: Store, todo, numbers: dict[str, int]) -> np.ndarray:
             keeper = decided.column("keep").to_numpy(zero_copy_only=False).astype(bool) & \
                 (decided.column("size").to_numpy() > 1)
             departed.append(uid[keeper & ((uid >> 32) != numbers[shard.path])])
+        urls.append(_kept_urls(store, folder, numbers[shard.path]))
         for root in (SIGNATURES, CLUSTERS, URLS):
             for path in store.files(f"{root}/{folder}", "*"):
                 store.delete(path)
-    return np.concatenate(departed) if departed else np.zeros(0, np.int64)
+    return (np.concatenate(departed) if departed else np.zeros(0, np.int64),
+            np.concatenate(urls) if urls else np.zeros(0, np.uint64))
+
+
+def _kept_urls(store: Store, folder: str, number: int) -> np.ndarray:
+    """The URL keys of a shard's old documents (another number than now) that no URL
+    decision dropped."""
+    sig = read_folder(store, f"{SIGNATURES}/{folder}", ["uid", "url"])
+    if sig is None or not sig.num_rows or "url" not in sig.column_names:
+        return np.zeros(0, np.uint64)
+    uid, url = sig.column("uid").to_numpy(), sig.column("url").to_numpy()
+    kept = (url != 0) & ((uid >> 32) != number)
+    dropped = read_latest(store, f"{URLS}/{folder}", ["url_keep"])
+    if dropped is not None and dropped.num_rows:
+        lost = dropped.column("uid").to_numpy()[
+            ~dropped.column("url_keep").to_numpy(zero_copy_only=False).astype(bool)]
+        kept &= ~np.isin(uid, lost)
+    return np.unique(url[kept])
 
 
 def summary(store: Store) -> dict:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.pipeline.io.storage import Store
-from thresher.pipeline.steps.dedup.common import (SIGNATURES, URLS, bucket, id_rank,
+from thresher.pipeline.steps.dedup.common import (NONE, SIGNATURES, URLS, bucket, id_rank,
                                                   read_folder, read_latest, units)
 
 SAME_CRAWL = "same URL in this crawl"
@@ -33,15 +33,21 @@ URL_ROW_SCHEMA = pa.schema([("bucket", pa.int64()), ("url", pa.uint64()), ("uid"
                             ("rank", pa.uint64()), ("kept", pa.bool_())])
 URL_DECISION_SCHEMA = pa.schema([("folder", pa.string()), ("row", pa.int64()),
                                  ("uid", pa.int64()), ("url_keep", pa.bool_()),
-                                 ("url_reason", pa.string()), ("demoted", pa.bool_())])
+                                 ("url_reason", pa.string()), ("changed", pa.bool_())])
 
 
-def decide_urls(store: Store, folders: list[dict], *, buckets: int, partitions: int,
-                cpus: int, run_id: str, policy: str) -> list[dict]:
-    """Write this run's URL decisions; one summary row per shard folder written."""
+def decide_urls(store: Store, folders: list[dict], departed, *, buckets: int,
+                partitions: int, cpus: int, run_id: str, policy: str) -> list[dict]:
+    """Write this run's URL decisions; one summary row per shard folder written.
+    `departed`: URL keys whose kept document left (its shard changed): those URLs
+    choose again, and an earlier document under one may be kept now (promoted)."""
+    import ray
+
     rows = units(folders, cpus).map_batches(
         _url_rows, batch_size=1, batch_format="pyarrow",
         fn_kwargs={"out": store.location, "buckets": buckets})
+    if len(departed):
+        rows = rows.union(ray.data.from_arrow(_departed_rows(departed, buckets)))
     decided = rows.groupby("bucket", num_partitions=partitions).map_groups(
         decide_group, batch_format="pyarrow", fn_kwargs={"policy": policy})
     written = decided.groupby("folder", num_partitions=partitions).map_groups(
@@ -81,11 +87,23 @@ def _url_rows(batch: pa.Table, *, out: str, buckets: int) -> pa.Table:
                      "kept": kept}, schema=URL_ROW_SCHEMA)
 
 
+def _departed_rows(urls: np.ndarray, buckets: int) -> pa.Table:
+    """New-marked rows with no document (uid NONE): they touch a URL, nothing more."""
+    n = len(urls)
+    urls = np.asarray(urls, np.uint64)
+    return pa.table({"bucket": bucket(urls, buckets), "url": urls, "uid": np.full(n, NONE),
+                     "folder": pa.nulls(n, pa.string()), "row": pa.nulls(n, pa.int64()),
+                     "new": np.ones(n, bool), "crawl": pa.nulls(n, pa.string()),
+                     "prio": pa.nulls(n, pa.float64()), "rank": np.zeros(n, np.uint64),
+                     "kept": np.zeros(n, bool)}, schema=URL_ROW_SCHEMA)
+
+
 def decide_group(group: pa.Table, *, policy: str) -> pa.Table:
-    """The URL decisions of one bucket: for every URL that a new document has."""
+    """The URL decisions of one bucket: for every URL that a new document has, or
+    whose kept document left."""
     url = group.column("url").to_numpy()
     new = group.column("new").to_numpy(zero_copy_only=False)
-    touched = np.isin(url, np.unique(url[new]))
+    touched = np.isin(url, np.unique(url[new])) & (group.column("uid").to_numpy() != NONE)
     group = group.filter(pa.array(touched))
     if not group.num_rows:
         return URL_DECISION_SCHEMA.empty_table()
@@ -98,7 +116,6 @@ def decide_group(group: pa.Table, *, policy: str) -> pa.Table:
     uid = group.column("uid").to_numpy()
     keep = np.ones(len(url), bool)
     reason = np.full(len(url), None, object)
-    demoted = np.zeros(len(url), bool)
     # Per URL, then per crawl in order: the crawl's keeper first (kept before, then
     # the keep rule), the others of that crawl after it.
     tier = np.where(kept, 0, np.where(new, 1, 2))  # kept before, new, dropped before
@@ -120,20 +137,20 @@ def decide_group(group: pa.Table, *, policy: str) -> pa.Table:
         elif policy == "keep_newest":
             for at in keepers[:-1]:
                 keep[at], reason[at] = False, NEWER_CRAWL
-                demoted[at] = not new[at] and kept[at]
-    out = new | demoted
+    changed = ~new & (keep != kept)  # an earlier document dropped now, or kept now
+    out = new | changed
     return pa.table({"folder": group.column("folder").filter(pa.array(out)),
                      "row": group.column("row").filter(pa.array(out)), "uid": uid[out],
                      "url_keep": keep[out], "url_reason": pa.array(reason[out], pa.string()),
-                     "demoted": demoted[out]}, schema=URL_DECISION_SCHEMA)
+                     "changed": changed[out]}, schema=URL_DECISION_SCHEMA)
 
 
 def _write(group: pa.Table, *, out: str, run_id: str) -> pa.Table:
     store = Store.at(out)
     folder = group.column("folder")[0].as_py()
     table = group.drop_columns(["folder"]).sort_by("row")
-    store.write_table(table.drop_columns(["demoted"]),
+    store.write_table(table.drop_columns(["changed"]),
                       store.path(URLS, folder, f"{run_id}.parquet"))
     dropped = table.num_rows - int(pc.sum(table.column("url_keep")).as_py() or 0)
     return pa.table({"folder": [folder], "url_dropped": [dropped],
-                     "demoted": [int(pc.sum(table.column("demoted")).as_py() or 0)]})
+                     "changed": [int(pc.sum(table.column("changed")).as_py() or 0)]})
