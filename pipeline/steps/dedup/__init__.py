@@ -125,7 +125,7 @@ def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
                 url_written = decide_urls(store, folders, departed_urls, buckets=buckets,
                                           partitions=partitions, cpus=cpus, run_id=run_id,
                                           policy=stage.url_crawls)
-    per_shard = index.signed_counts(store, todo)
+    per_shard = index.signed_counts(store, [s.path for s in todo])
     paths = {shard_folder(s.path): s.path for s in todo} | done
     repair = sorted(({paths[w["folder"]] for w in written if w["promoted"]}
                      | {paths[w["folder"]] for w in url_written if w["changed"]})

@@ -102,10 +102,11 @@ def summary(store: Store) -> dict:
     return json.loads(store.read_text(path)) if store.exists(path) else {}
 
 
-def signed_counts(store: Store, todo) -> dict[str, int]:
+def signed_counts(store: Store, paths: list[str]) -> dict[str, int]:
+    """Signed documents per shard folder, from the signature files' footers."""
     counts = {}
-    for shard in todo:
-        folder = shard_folder(shard.path)
+    for path in paths:
+        folder = shard_folder(path)
         counts[folder] = sum(store.num_rows(f) for f in
                              store.files(f"{SIGNATURES}/{folder}", "*.parquet"))
     return counts

@@ -70,18 +70,13 @@ def rebuild(store: Store, config: Config, shards: list[dict]) -> dict:
                     fn_kwargs={"out": store.location, "stamp": stamp})
     clustered = sum(int(pc.sum(b.column("members")).as_py() or 0)
                     for b in written.iter_batches(batch_format="pyarrow", batch_size=None))
-    counts = index.signed_counts(store, [_Path(s["path"]) for s in shards])
+    counts = index.signed_counts(store, [s["path"] for s in shards])
     index.record(store, stage, counts, set(counts))
     store.write_text(store.path(FORMAT_FILE), json.dumps(
         {"format": FORMAT_VERSION, "settings": index.settings(stage)}))
     return {"shards": len(shards), "documents": sum(counts.values()),
             "documents_in_clusters": clustered,
             "seconds": round(time.perf_counter() - started, 2)}
-
-
-class _Path:
-    def __init__(self, path: str):
-        self.path = path
 
 
 def _remove_index(store: Store) -> None:
