@@ -105,9 +105,6 @@ class Ledger:
         return [tuple(r) for r in self.db.execute(
             "SELECT path, fingerprint FROM shards WHERE state = 'done'")]
 
-    def done_paths(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT path FROM shards WHERE state = 'done'")]
-
     def runs(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM runs ORDER BY started").fetchall()
 

@@ -107,33 +107,8 @@ def curate(inputs: list[str], out_dir: str | Path, config: Config | None = None,
     _check_writable(store)
     state = state_folder(store, state_dir)
     state.mkdir(parents=True, exist_ok=True)
-    with _exclusive(state):
+    with exclusive(state):
         return _run(inputs, store, state, config, address, num_cpus, progress)
-
-
-def rebuild_dedup_index(out_dir: str | Path, config: Config, address: str | None = None,
-                        num_cpus: int | None = None,
-                        state_dir: str | Path | None = None) -> dict:
-    """`thresher dedup rebuild`: the dedup index made again from the outputs of the
-    shards the ledger has done (under the output's lock: no run meanwhile)."""
-    from thresher.pipeline.engine import dag
-    from thresher.pipeline.steps.dedup.rebuild import rebuild
-
-    store = Store.at(str(out_dir))
-    state = state_folder(store, state_dir)
-    if not (state / "ledger.sqlite").exists():
-        raise RunError(f"no ledger in {state}: nothing has been curated into {out_dir}")
-    with _exclusive(state):
-        ledger = Ledger(state)
-        try:
-            done = ledger.done_shards()
-            numbers = ledger.shard_numbers(done)
-            shards = [{"path": path, "key": f"{path_key(path)}-{fp[:8]}", "number": numbers[path],
-                       "run_id": ledger.get(path)["run_id"]} for path, fp in done]
-        finally:
-            ledger.close()
-        dag.connect(address, num_cpus)
-        return rebuild(store, config, shards)
 
 
 def _check_writable(store: Store) -> None:
@@ -451,8 +426,8 @@ def phase(phases: dict, name: str):
 
 
 @contextmanager
-def _exclusive(out: Path):
-    """One run per output directory at a time."""
+def exclusive(out: Path):
+    """One run (or index rebuild) per output directory at a time."""
     with open(out / ".lock", "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -214,10 +214,10 @@ def _curate(args) -> int:
 
 
 def _dedup_rebuild(args) -> int:
-    from thresher.pipeline.engine.run import rebuild_dedup_index
+    from thresher.pipeline.steps.dedup.rebuild import rebuild_index
 
-    summary = rebuild_dedup_index(args.output, load_config(args.config), address=args.address,
-                                  num_cpus=args.num_cpus, state_dir=args.state)
+    summary = rebuild_index(args.output, load_config(args.config), address=args.address,
+                            num_cpus=args.num_cpus, state_dir=args.state)
     print(f"thresher: dedup index rebuilt from the outputs of {summary['shards']:,} shards: "
           f"{summary['documents']:,} documents, {summary['documents_in_clusters']:,} in "
           f"clusters of 2+ ({summary['seconds']} s)")

@@ -42,6 +42,34 @@ MEMBER_SCHEMA = pa.schema([("bucket", pa.int64()), ("folder", pa.string()), ("ro
 OUTCOMES = ("curated", "rejected")
 
 
+def rebuild_index(out_dir: str, config: Config, address: str | None = None,
+                  num_cpus: int | None = None, state_dir: str | None = None) -> dict:
+    """`thresher dedup rebuild`: the index made again from the outputs of the shards the
+    ledger has done, under the output's lock (no run meanwhile)."""
+    from thresher.pipeline.engine import dag
+    from thresher.pipeline.engine.ledger import Ledger
+    from thresher.pipeline.engine.run import RunError, exclusive
+    from thresher.pipeline.engine.shards import path_key
+    from thresher.pipeline.io.storage import state_folder
+
+    store = Store.at(str(out_dir))
+    state = state_folder(store, state_dir)
+    if not (state / "ledger.sqlite").exists():
+        raise RunError(f"no ledger in {state}: nothing has been curated into {out_dir}")
+    with exclusive(state):
+        ledger = Ledger(state)
+        try:
+            done = ledger.done_shards()
+            numbers = ledger.shard_numbers(done)
+            shards = [{"path": path, "key": f"{path_key(path)}-{fp[:8]}",
+                       "number": numbers[path], "run_id": ledger.get(path)["run_id"]}
+                      for path, fp in done]
+        finally:
+            ledger.close()
+        dag.connect(address, num_cpus)
+        return rebuild(store, config, shards)
+
+
 def rebuild(store: Store, config: Config, shards: list[dict]) -> dict:
     """`shards`: the ledger's done shards as {path, fingerprint, number, run_id}."""
     from thresher.pipeline.steps.dedup import find_stage
