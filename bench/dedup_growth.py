@@ -15,10 +15,10 @@ process whose peak RSS (with its Ray) is sampled.
 3. hot: one crawl whose documents are all copies of one text.
 
 Per run, from the run's manifest: the dedup step's seconds, component rounds, the
-index's documents and bytes before the run (the step reads the key and uid columns of
-all of it), and the rows its shuffles move: the key rows of the new and of every earlier
-document (15 content keys each) plus one attribute row and one URL row per document.
-That last column is counted from the step's design, not measured in Ray.
+index's documents and bytes before the run, the rows its shuffles moved (counted by
+the step: new key rows, candidate edges and component rounds, labels, decisions,
+cluster keys, URL rows and decisions) and the index rows its ranges read (rows of the
+key and URL indexes whose key is one of the run's own).
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ def run(crawl: Path, out: Path, cpus: int) -> dict:
     index_docs = dedup["index_documents_before"]
     return {"docs": docs, "seconds": seconds, "dedup_s": manifest["phases"]["dedup"],
             "rounds": dedup["rounds"], "index_docs": index_docs, "index_mb": before / 1e6,
-            "rows_shuffled": (docs + index_docs) * 17, "peak_rss_mb": peak / 2**20,
+            "rows_shuffled": sum(dedup["rows_shuffled"].values()),
+            "index_rows_read": sum(dedup["index_rows_read"].values()),
+            "peak_rss_mb": peak / 2**20,
             "removed": dedup["removed"], "phases": dedup["seconds"]}
 
 
@@ -146,12 +148,13 @@ def index_bytes(out: Path) -> int:
 
 
 def table(rows: list[tuple[str, dict]], base: dict) -> None:
-    print("| run | documents | index docs before | index MB before | rows shuffled | rounds "
-          "| dedup s | s per 1k docs | peak RSS MB | removed |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | documents | index docs before | index MB before | rows shuffled "
+          "| index rows read | rounds | dedup s | s per 1k docs | peak RSS MB | removed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows:
         print(f"| {name} | {r['docs']:,} | {r['index_docs']:,} | {r['index_mb']:.1f} | "
-              f"{r['rows_shuffled']:,} | {r['rounds']} | {r['dedup_s']:.1f} | "
+              f"{r['rows_shuffled']:,} | {r['index_rows_read']:,} | {r['rounds']} | "
+              f"{r['dedup_s']:.1f} | "
               f"{1000 * r['dedup_s'] / r['docs']:.2f} | {r['peak_rss_mb']:,.0f} | "
               f"{r['removed']:,} |")
     last = rows[-1][1]

@@ -420,7 +420,7 @@ def test_an_index_of_another_format_is_refused_until_rebuilt(tmp_path, dedup_con
                              capture_output=True, text=True, cwd=tmp_path)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "dedup index rebuilt from the outputs of 1 shards: 2 documents" in rebuilt.stdout
-    assert json.loads((out / "dedup" / "format.json").read_text())["format"] == 2
+    assert json.loads((out / "dedup" / "format.json").read_text())["format"] == 3
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = everything(out)
@@ -455,3 +455,43 @@ def test_when_a_urls_kept_document_leaves_another_under_it_is_kept(tmp_path):
     assert manifest["dedup"]["url_keys_departed"] == 1
     assert manifest["dedup"]["repair"] == [str(b)]
     assert_each_row_once(out, [a, b])
+
+
+def test_a_run_moves_only_its_new_keys_and_a_lone_keeper_that_leaves_is_replaced(tmp_path):
+    """The key index is read by ranges, not shuffled: a run of one new document moves
+    its 15 key rows and reads the index rows of those keys only. A document kept
+    alone in run 1 that gains a copy in run 2 has its decision written again, so
+    when its shard changes in run 3 the copy is promoted, not left dropped."""
+    import json
+
+    crawl, out = tmp_path / "crawl", tmp_path / "out"
+    config = load_config(keep_by_config(tmp_path))
+    write_shard(crawl / "a.parquet", [
+        {"id": "keeper", "text": PAGE, "quality": 0.9},
+        *({"id": f"a{i}", "text": page(i), "quality": 0.5} for i in range(1, 4))])
+    write_shard(crawl / "b.parquet", [{"id": f"b{i}", "text": page(10 + i), "quality": 0.5}
+                                      for i in range(3)])
+    curate([str(crawl)], out, config, progress=False)
+
+    c = write_shard(crawl / "c.parquet", [{"id": "copy", "text": "  " + PAGE,
+                                           "quality": 0.1}])
+    result = curate([str(crawl)], out, config, progress=False)
+    dedup = json.loads(result.manifest_path.read_text())["dedup"]
+    assert dedup["rows_shuffled"]["key_rows"] == 15  # 14 bands and the exact key
+    assert dedup["index_rows_read"]["keys"] == 15  # the keeper's, no other document's
+    assert dedup["rows_shuffled"]["decisions"] == 2  # the copy; the keeper, size 2 now
+    rows = everything(out)
+    assert rows["copy"]["outcome"] == "rejected" and rows["copy"]["dup_cluster"] == "keeper"
+    assert rows["copy"]["dup_cluster_size"] == 2
+
+    a = write_shard(crawl / "a.parquet", [
+        {"id": "unrelated", "text": OTHER, "quality": 0.5},
+        *({"id": f"a{i}", "text": page(i), "quality": 0.5} for i in range(1, 4))])
+    result = curate([str(crawl)], out, config, progress=False)
+    dedup = json.loads(result.manifest_path.read_text())["dedup"]
+    assert dedup["kept_documents_departed"] == 1 and dedup["promoted"] == 1
+    assert dedup["repair"] == [str(c)]
+    rows = everything(out)
+    assert rows["copy"]["outcome"] == "curated" and rows["copy"]["dup_keep"] is True
+    assert [t.strip() for t in curated_texts(out)].count(PAGE) == 1
+    assert_each_row_once(out, [a, crawl / "b.parquet", c])

@@ -2,16 +2,20 @@
 done before, computed on the cluster before the run (DESIGN.md 4, `dedup`; the
 method, its costs and its limits are in docs/dedup.md). One file per phase:
 
-1. signatures.py  one pass over the new shards' text: keys to the index, key rows on
-2. candidates.py  key rows shuffled by key: documents sharing a key become edges
+1. signatures.py  one pass over the new shards' text: entries written, key rows on
+2. candidates.py  new key rows shuffled by key range and merged with the key index:
+                  documents sharing a key become edges
 3. components.py  connected components, large-star/small-star, log rounds
 4. decisions.py   the kept member of each cluster, sizes, the cluster invariant
    urls.py        one document per URL per crawl, and across crawls by a policy
    index.py       the index's format, what a run retires and adds, its size
+   ranged.py      the key and URL indexes: sorted runs by key range
    rebuild.py     `thresher dedup rebuild`: the index made again from the outputs
 
 The run's stage (stages/dedup.py) then attaches each shard's decisions row by row.
 Nothing here gathers documents, keys, edges or labels on the driver: it holds counts.
+Every shuffle carries this run's rows and the earlier documents they touch, never
+the index: a run's cost follows the new crawl (docs/dedup.md, "Cost").
 """
 
 from __future__ import annotations
@@ -21,16 +25,19 @@ import math
 import time
 from dataclasses import replace
 
+import numpy as np
+
 from thresher.pipeline.engine.config import Config
 from thresher.pipeline.engine.run import phase
 from thresher.pipeline.io.storage import Store
-from thresher.pipeline.steps.dedup import index
-from thresher.pipeline.steps.dedup.candidates import candidates
-from thresher.pipeline.steps.dedup.common import (KEY_ROWS_PER_PARTITION, SMALL_SHUFFLE_ROWS,
-                                                  DedupError, shuffles_as_tasks, units)
 from thresher.pipeline.steps.dedup import components as components_mod
+from thresher.pipeline.steps.dedup import index, ranged
+from thresher.pipeline.steps.dedup.candidates import candidates, split_counts, with_keepers
+from thresher.pipeline.steps.dedup.common import (KEY_ROWS_PER_PARTITION, KEYS,
+                                                  SMALL_SHUFFLE_ROWS, URL_INDEX, DedupError,
+                                                  shuffles_as_tasks)
 from thresher.pipeline.steps.dedup.decisions import decide
-from thresher.pipeline.steps.dedup.signatures import departed_keys, old_keys, signature_pass
+from thresher.pipeline.steps.dedup.signatures import departed_keys, signature_pass
 from thresher.pipeline.steps.dedup.urls import decide_urls
 from thresher.stages.dedup import Dedup, shard_folder
 
@@ -83,48 +90,63 @@ def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     index_docs = index.summary(store).get("docs", 0)
     new_docs = sum(s.num_rows or 0 for s in todo)
+    key_rows = new_docs * (stage.num_keys + 1)  # what the shuffles carry, and a bit more
     partitions = (stage.partitions if stage.partitions != "auto" else
-                  max(cpus, math.ceil((new_docs + index_docs) * (stage.num_keys + 1)
-                                      / KEY_ROWS_PER_PARTITION)))
+                  max(cpus, math.ceil(key_rows / KEY_ROWS_PER_PARTITION)))
     buckets = 4 * partitions  # more buckets than partitions: even partitions
+    level = ranged.level_for(buckets)
+    live = np.array(sorted(numbers[p] for p in done.values()), np.int64)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
     _check_keep_by(config, at, todo)
     log.info("dedup: signing %d shards (%s rows), then finding clusters against an index of "
              "%s documents", len(todo), f"{new_docs:,}", f"{index_docs:,}")
-    small = (new_docs + index_docs) * (stage.num_keys + 1) <= SMALL_SHUFFLE_ROWS
-    with shuffles_as_tasks(small):
+    with shuffles_as_tasks(key_rows <= SMALL_SHUFFLE_ROWS):
         work = [{"path": s.path, "key": s.key, "folder": shard_folder(s.path),
                  "number": numbers[s.path]} for s in todo]
-        keys = signature_pass(work, config, at, store, buckets, cpus, run_id)
-        old = [{"folder": f} for f in sorted(done)]
-        if old:
-            keys = keys.union(units(old, cpus).map_batches(
-                old_keys, batch_size=1, batch_format="pyarrow",
-                fn_kwargs={"out": store.location, "buckets": buckets}))
-        if len(departed):
-            keys = keys.union(ray.data.from_arrow(departed_keys(departed, buckets)))
-        with phase(phases, "signatures+candidates"):
+        with phase(phases, "signatures"):
+            keys = signature_pass(work, config, at, store, level, cpus, run_id)
+            if len(departed):
+                keys = keys.union(ray.data.from_arrow(departed_keys(departed, level)))
+            keys = keys.materialize()
+        shuffled = {"key_rows": keys.count()}
+        with phase(phases, "candidates"):
             edges = keys.groupby("bucket", num_partitions=partitions).map_groups(
-                candidates, batch_format="pyarrow", fn_kwargs={"buckets": buckets}).materialize()
+                candidates, batch_format="pyarrow",
+                fn_kwargs={"out": store.location, "level": level, "live": live,
+                           "written": ranged.levels(store, KEYS), "run_id": run_id,
+                           "buckets": buckets}).materialize()
+            edges, key_index_read = split_counts(edges)
+        earlier = {numbers[p]: f for f, p in done.items()}
+        with phase(phases, "keepers"):
+            shuffled["edge_ends"] = edges.count()
+            edges = with_keepers(edges, out=store.location, folders=earlier, live=live,
+                                 buckets=buckets, partitions=partitions).materialize()
         log.info("dedup: signatures written; finding clusters among %s candidate pairs",
                  f"{edges.count():,}")
         with phase(phases, "components"):
             labels, graph = components_mod.components(
                 edges, buckets=buckets, partitions=partitions,
                 finish_below=components_mod.FINISH_BELOW)
-        folders = [{"folder": w["folder"], "new": True} for w in work] + \
-            [{"folder": o["folder"], "new": False} for o in old]
-        with phase(phases, "decisions"):
-            written = decide(labels, store, folders, old, buckets=buckets, partitions=partitions,
-                             cpus=cpus, run_id=run_id, scope=stage.scope) if graph["edges"][0] \
-                else []
-        url_written = []
+        folders = {w["number"]: (w["folder"], True) for w in work} | \
+            {n: (f, False) for n, f in earlier.items()}
+        shuffled["component_edges"] = 2 * sum(graph["edges"][:-1]) + graph["edges"][-1]
+        written = []
+        if graph["edges"][0]:
+            with phase(phases, "decisions"):
+                written, counts = decide(labels, store, folders, buckets=buckets, level=level,
+                                         partitions=partitions, run_id=run_id,
+                                         scope=stage.scope)
+            shuffled.update(counts)
+        url_written, url_read = [], 0
         if stage.url:
             with phase(phases, "urls"):
-                url_written = decide_urls(store, folders, departed_urls, buckets=buckets,
-                                          partitions=partitions, cpus=cpus, run_id=run_id,
-                                          policy=stage.url_crawls)
+                url_written, counts = decide_urls(
+                    store, [w["folder"] for w in work], departed_urls, level=level,
+                    written=ranged.levels(store, URL_INDEX), live=live, partitions=partitions,
+                    cpus=cpus, run_id=run_id, policy=stage.url_crawls)
+            url_read = counts.pop("url_index_rows_read")
+            shuffled.update(counts)
     per_shard = index.signed_counts(store, [s.path for s in todo])
     paths = {shard_folder(s.path): s.path for s in todo} | done
     repair = sorted(({paths[w["folder"]] for w in written if w["promoted"]}
@@ -132,7 +154,8 @@ def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
                     - {s.path for s in todo})
     summary = {
         "documents_signed": sum(per_shard.values()), "index_documents_before": index_docs,
-        "partitions": partitions, "candidate_edges": graph["edges"][0],
+        "partitions": partitions, "key_ranges": 2 ** level,
+        "candidate_edges": graph["edges"][0],
         "rounds": graph["rounds"], "edges_per_round": graph["edges"],
         "documents_in_clusters": sum(w["members"] for w in written),
         "removed": sum(w["removed"] for w in written),
@@ -144,6 +167,7 @@ def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],
         "url_changed": sum(w["changed"] for w in url_written),
         "url_keys_departed": int(len(departed_urls)),
         "repair": repair,
+        "rows_shuffled": shuffled, "index_rows_read": {"keys": key_index_read, "urls": url_read},
         "seconds": {k: round(v, 2) for k, v in phases.items()},
         "removed_per_shard": {paths[w["folder"]]: w["removed"] for w in written
                               if w["removed"]},

@@ -17,6 +17,8 @@ from thresher.pipeline.io.storage import Store
 SIGNATURES = "dedup/signatures"  # <shard folder>/<first row>.parquet: a document's keys
 CLUSTERS = "dedup/clusters"      # <shard folder>/<run>.parquet: content decisions
 URLS = "dedup/urls"              # <shard folder>/<run>.parquet: URL decisions
+KEYS = "dedup/keys"              # the key index: (key, uid) by key range (ranged.py)
+URL_INDEX = "dedup/url-index"    # the URL index: documents by URL key range (urls.py)
 INDEX_FILE = "dedup/index.json"  # documents per shard folder, for plan and status
 FORMAT_FILE = "dedup/format.json"  # the index's format version and key settings
 KEY_ROWS_PER_PARTITION = 4_000_000  # about 130 MB of key rows per shuffle partition
@@ -24,7 +26,7 @@ FILE_ROWS = 500_000  # signatures a worker holds before writing them (about 90 M
 NONE = -1  # no uid: an earlier document in no cluster has no kept document but itself
 
 KEY_SCHEMA = pa.schema([("bucket", pa.int64()), ("key", pa.uint64()), ("uid", pa.int64()),
-                        ("new", pa.bool_()), ("rep", pa.int64())])
+                        ("store", pa.bool_())])  # store: the row joins the key index
 EDGE_SCHEMA = pa.schema([("bucket", pa.int64()), ("a", pa.int64()), ("b", pa.int64())])
 _REP_SALT = np.uint64(0x5DEECE66D2545F49)
 

@@ -1,21 +1,25 @@
 """Phase 4, decisions: which member of each cluster is kept, and how large the
 cluster is across all runs.
 
-Four shuffles, each of clustered documents only: labels meet the documents'
-attributes (by uid), each cluster chooses (by label), sizes are counted with the
-earlier runs' members (by kept document), and each shard's decisions are written
-as one file, OUT/dedup/clusters/<shard>/<run>.parquet (by shard).
+Three shuffles, each of clustered documents only: labels go to their documents'
+shards (by shard number), where each document's id, score and crawl, and for an
+earlier document its cluster and size, are read; each cluster chooses (by label);
+each shard's decisions are written as one file, OUT/dedup/clusters/<shard>/<run>.parquet
+(by shard). Each clustered member's cluster key (rep_key) then joins the key index.
 
 The keep rule, in order:
-1. A document an earlier run decided to keep stays kept: new copies join it. (Two
-   such documents bridged by a new one each keep their own cluster.)
+1. A document an earlier run decided to keep stays kept: new copies join it, and
+   its own decision is written again with the cluster's new size. (Two such
+   documents bridged by a new one each keep their own cluster.)
 2. When the kept document left the output (its shard changed), the cluster chooses
    again: a new member if it has one (it is being written now), else an earlier
    member, which is then *promoted*: its shard is written again by this run.
 3. Among those, the highest `keep_by`, then the lowest hash of the id.
 With `scope: crawl`, each crawl's members of a component choose on their own.
-Everything inside a group is numpy over the group's arrays: a cluster of millions of
-copies is a few arrays, not millions of Python objects.
+A cluster's size is its kept document's earlier size plus the members that join it
+now, so no run reads the decisions of clusters it does not touch. Everything inside
+a group is numpy over the group's arrays: a cluster of millions of copies is a few
+arrays, not millions of Python objects.
 """
 
 from __future__ import annotations
@@ -25,94 +29,87 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.pipeline.io.storage import Store
-from thresher.pipeline.steps.dedup.common import (CLUSTERS, NONE, SIGNATURES, bucket, id_rank,
-                                                  read_folder, read_latest, units)
+from thresher.pipeline.steps.dedup import ranged
+from thresher.pipeline.steps.dedup.common import (CLUSTERS, KEYS, NONE, SIGNATURES, bucket,
+                                                  id_rank, read_folder, read_latest, rep_key)
+from thresher.pipeline.steps.dedup.signatures import key_rows
 
 ATTR_SCHEMA = pa.schema([("bucket", pa.int64()), ("uid", pa.int64()), ("label", pa.int64()),
                          ("folder", pa.string()), ("row", pa.int64()), ("id", pa.string()),
                          ("prio", pa.float64()), ("crawl", pa.string()), ("new", pa.bool_()),
-                         ("rep", pa.int64())])
+                         ("rep", pa.int64()), ("size", pa.int64())])
 DECISION_SCHEMA = pa.schema([("bucket", pa.int64()), ("folder", pa.string()),
                              ("row", pa.int64()), ("uid", pa.int64()), ("rep", pa.int64()),
                              ("cluster_id", pa.string()), ("keep", pa.bool_()),
-                             ("size", pa.int64()), ("earlier", pa.bool_()),
-                             ("promoted", pa.bool_()), ("violation", pa.bool_())])
+                             ("size", pa.int64()), ("promoted", pa.bool_()),
+                             ("violation", pa.bool_())])
+NUMBERED = pa.schema([("number", pa.int64()), ("uid", pa.int64()), ("label", pa.int64())])
 
 
-def decide(labels, store: Store, folders: list[dict], old: list[dict], *, buckets: int,
-           partitions: int, cpus: int, run_id: str, scope: str) -> list[dict]:
-    """Write this run's decisions; returns one summary row per shard folder written."""
-    attrs = units(folders, cpus).map_batches(
-        _attributes, batch_size=1, batch_format="pyarrow",
-        fn_kwargs={"out": store.location, "buckets": buckets})
-    members = labels.map_batches(_as_attr_rows, batch_format="pyarrow").union(attrs) \
-        .groupby("bucket", num_partitions=partitions).map_groups(
-            _members, batch_format="pyarrow", fn_kwargs={"buckets": buckets})
+def decide(labels, store: Store, folders: dict[int, tuple[str, bool]], *, buckets: int,
+           level: int, partitions: int, run_id: str, scope: str) -> list[dict]:
+    """Write this run's decisions; returns one summary row per shard folder written,
+    and the rows each shuffle moved. `folders`: every signed shard's folder, and
+    whether it is new, by shard number."""
+    members = labels.map_batches(_numbered, batch_format="pyarrow") \
+        .groupby("number", num_partitions=partitions).map_groups(
+            _attributes, batch_format="pyarrow",
+            fn_kwargs={"out": store.location, "folders": folders, "buckets": buckets})
     chosen = members.groupby("bucket", num_partitions=partitions).map_groups(
-        choose, batch_format="pyarrow", fn_kwargs={"buckets": buckets, "scope": scope})
-    if old:
-        chosen = chosen.union(units(old, cpus).map_batches(
-            _earlier_members, batch_size=1, batch_format="pyarrow",
-            fn_kwargs={"out": store.location, "buckets": buckets}))
-    sized = chosen.groupby("bucket", num_partitions=partitions).map_groups(
-        sizes, batch_format="pyarrow")
-    written = sized.groupby("folder", num_partitions=partitions).map_groups(
+        choose, batch_format="pyarrow", fn_kwargs={"buckets": buckets, "scope": scope}) \
+        .materialize()
+    cluster_keys = chosen.map_batches(_cluster_keys, batch_format="pyarrow",
+                                      fn_kwargs={"level": level}).materialize()
+    cluster_keys.groupby("bucket", num_partitions=partitions).map_groups(
+            _index_cluster_keys, batch_format="pyarrow",
+            fn_kwargs={"out": store.location, "level": level, "run_id": run_id}).materialize()
+    written = chosen.groupby("folder", num_partitions=partitions).map_groups(
         _write, batch_format="pyarrow", fn_kwargs={"out": store.location, "run_id": run_id})
-    return [row for batch in written.iter_batches(batch_format="pyarrow", batch_size=None)
+    rows = [row for batch in written.iter_batches(batch_format="pyarrow", batch_size=None)
             for row in batch.to_pylist()]
+    return rows, {"labels": labels.count(), "decisions": chosen.count(),
+                  "cluster_keys": cluster_keys.count()}
 
 
-def _as_attr_rows(batch: pa.Table) -> pa.Table:
-    n = batch.num_rows
-    return pa.table({"bucket": batch.column("bucket"), "uid": batch.column("uid"),
-                     "label": batch.column("label"), **{
-                         f.name: pa.nulls(n, f.type) for f in ATTR_SCHEMA
-                         if f.name not in ("bucket", "uid", "label")}}, schema=ATTR_SCHEMA)
+def _numbered(batch: pa.Table) -> pa.Table:
+    uid = batch.column("uid").to_numpy()
+    return pa.table({"number": uid >> np.int64(32), "uid": uid, "label": batch.column("label")},
+                    schema=NUMBERED)
 
 
-def _attributes(batch: pa.Table, *, out: str, buckets: int) -> pa.Table:
-    """Every signed document's id, row, score and crawl, and for earlier shards the
-    kept document of its cluster (itself when it is in none)."""
+def _attributes(group: pa.Table, *, out: str, folders: dict, buckets: int) -> pa.Table:
+    """The labelled documents of one shard with their id, row, score and crawl, and for
+    an earlier shard the kept document and size of each one's cluster (itself and 1
+    when it is in none). A node with no entry (a kept document that left) drops out."""
+    number = int(group.column("number")[0].as_py())
+    if number not in folders:
+        return ATTR_SCHEMA.empty_table()
+    folder, new = folders[number]
     store = Store.at(out)
-    (unit,) = batch.to_pylist()
-    sig = read_folder(store, f"{SIGNATURES}/{unit['folder']}",
-                      ["uid", "row", "id", "prio", "crawl"])
+    sig = read_folder(store, f"{SIGNATURES}/{folder}", ["uid", "row", "id", "prio", "crawl"])
     if sig is None or not sig.num_rows:
         return ATTR_SCHEMA.empty_table()
-    uid = sig.column("uid").to_numpy()
-    n = len(uid)
-    rep = np.full(n, NONE)
-    if not unit["new"]:
-        rep = uid.copy()
-        clusters = read_latest(store, f"{CLUSTERS}/{unit['folder']}", ["rep"])
-        if clusters is not None and clusters.num_rows:
-            decided = clusters.column("uid").to_numpy()
-            where = np.minimum(np.searchsorted(uid, decided), n - 1)
-            inside = uid[where] == decided
-            rep[where[inside]] = clusters.column("rep").to_numpy()[inside]
-    return pa.table({"bucket": bucket(uid, buckets), "uid": uid,
-                     "label": pa.nulls(n, pa.int64()), "folder": [unit["folder"]] * n,
-                     "row": sig.column("row"), "id": sig.column("id"),
-                     "prio": sig.column("prio"), "crawl": sig.column("crawl"),
-                     "new": [unit["new"]] * n, "rep": rep}, schema=ATTR_SCHEMA)
-
-
-def _members(group: pa.Table, *, buckets: int) -> pa.Table:
-    """The documents that have a label, with their attributes, sent to their label's
-    bucket. A node with no entry (a kept document that left) has none and drops out."""
-    labelled = group.filter(pc.is_valid(group.column("label")))
-    info = group.filter(pc.is_null(group.column("label")))
-    info = info.take(np.argsort(info.column("uid").to_numpy(), kind="stable"))
-    uid = labelled.column("uid").to_numpy()
-    known = info.column("uid").to_numpy()
-    if not len(known):
-        return ATTR_SCHEMA.empty_table()
+    known = sig.column("uid").to_numpy()
+    uid = group.column("uid").to_numpy()
     where = np.minimum(np.searchsorted(known, uid), len(known) - 1)
     present = known[where] == uid
-    found = info.take(where[present]).drop_columns(["bucket", "label"])
-    label = labelled.column("label").to_numpy()[present]
-    return found.add_column(0, "label", pa.array(label)).add_column(
-        0, "bucket", pa.array(bucket(label, buckets)))
+    sig, label, uid = sig.take(where[present]), group.column("label").to_numpy()[present], \
+        uid[present]
+    n = len(uid)
+    rep, size = (np.full(n, NONE), np.ones(n, np.int64)) if new else (uid.copy(),
+                                                                      np.ones(n, np.int64))
+    if not new:
+        clusters = read_latest(store, f"{CLUSTERS}/{folder}", ["rep", "size"])
+        if clusters is not None and clusters.num_rows:
+            decided = clusters.column("uid").to_numpy()
+            at = np.minimum(np.searchsorted(decided, uid), len(decided) - 1)
+            inside = decided[at] == uid
+            rep[inside] = clusters.column("rep").to_numpy()[at[inside]]
+            size[inside] = clusters.column("size").to_numpy()[at[inside]]
+    return pa.table({"bucket": bucket(label, buckets), "uid": uid, "label": label,
+                     "folder": [folder] * n, "row": sig.column("row"), "id": sig.column("id"),
+                     "prio": sig.column("prio"), "crawl": sig.column("crawl"),
+                     "new": np.full(n, new), "rep": rep, "size": size}, schema=ATTR_SCHEMA)
 
 
 def _pair_ids(g: np.ndarray, values: list[np.ndarray]) -> list[np.ndarray]:
@@ -158,18 +155,27 @@ def choose(group: pa.Table, *, buckets: int, scope: str = "all") -> pa.Table:
     keeper = np.empty(g.max() + 1, np.int64)
     keeper[g[first]] = first
     mine = keeper[g]
-    # Earlier members are decided again only when their kept document left.
+    # Earlier members are decided again only when their kept document left; an
+    # earlier kept document that gains members has its decision written again.
     moved = np.zeros(n, bool)
     moved[old[~rep_present]] = True
-    out = np.flatnonzero(new | moved)
+    out_mask = new | moved
+    groups = g.max() + 1
+    joined_any = np.bincount(g[out_mask], minlength=groups) > 0
+    out_mask |= (tier == 0) & (mine == everyone) & joined_any[g]
+    out = np.flatnonzero(out_mask)
     keep = out == mine[out]
+    joined = np.bincount(g[out], weights=~keep, minlength=groups).astype(np.int64)
+    earlier = group.column("size").to_numpy()[keeper]
+    size = np.where(tier[keeper] == 0, earlier, 1) + joined
+    kept = np.bincount(g[out], weights=keep, minlength=groups).astype(np.int64)
     ids = group.column("id")
     return pa.table({
         "bucket": bucket(uid[mine[out]], buckets), "folder": group.column("folder").take(out),
         "row": group.column("row").take(out), "uid": uid[out], "rep": uid[mine[out]],
-        "cluster_id": ids.take(mine[out]), "keep": keep, "size": pa.nulls(len(out), pa.int64()),
-        "earlier": np.zeros(len(out), bool), "promoted": keep & moved[out],
-        "violation": np.zeros(len(out), bool)}, schema=DECISION_SCHEMA)
+        "cluster_id": ids.take(mine[out]), "keep": keep, "size": size[g[out]],
+        "promoted": keep & moved[out], "violation": kept[g[out]] != 1},
+        schema=DECISION_SCHEMA)
 
 
 def _crawl_codes(crawl: pa.ChunkedArray) -> np.ndarray:
@@ -177,58 +183,27 @@ def _crawl_codes(crawl: pa.ChunkedArray) -> np.ndarray:
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _earlier_members(batch: pa.Table, *, out: str, buckets: int) -> pa.Table:
-    """The members of earlier clusters (from the shards done before), by kept document,
-    for the sizes."""
-    store = Store.at(out)
-    (unit,) = batch.to_pylist()
-    clusters = read_latest(store, f"{CLUSTERS}/{unit['folder']}", ["rep", "keep"])
-    if clusters is None or not clusters.num_rows:
-        return DECISION_SCHEMA.empty_table()
-    rep = clusters.column("rep").to_numpy()
-    n = len(rep)
-    return pa.table({"bucket": bucket(rep, buckets), "folder": pa.nulls(n, pa.string()),
-                     "row": pa.nulls(n, pa.int64()), "uid": clusters.column("uid"), "rep": rep,
-                     "cluster_id": pa.nulls(n, pa.string()), "keep": clusters.column("keep"),
-                     "size": pa.nulls(n, pa.int64()), "earlier": np.ones(n, bool),
-                     "promoted": np.zeros(n, bool), "violation": np.zeros(n, bool)},
-                    schema=DECISION_SCHEMA)
+def _cluster_keys(batch: pa.Table, *, level: int) -> pa.Table:
+    """Each clustered member's cluster key, for the key index: with it, a cluster whose
+    kept document leaves comes into a later run's graph whole."""
+    clustered = batch.filter(pc.greater(batch.column("size"), 1))
+    return key_rows(rep_key(clustered.column("rep").to_numpy())[:, None],
+                    clustered.column("uid").to_numpy(), np.ones(clustered.num_rows, bool),
+                    level)
 
 
-def sizes(group: pa.Table) -> pa.Table:
-    """Cluster sizes across runs, and the cluster invariant, per kept document: this
-    run's members and the earlier ones (an earlier entry of a document decided again
-    now is replaced), plus the kept document itself when an earlier run found it
-    alone (it has no entry then). A cluster this run touched must have exactly one
-    kept member; `violation` marks the rows of one that has not."""
-    earlier = group.column("earlier").to_numpy(zero_copy_only=False)
-    uid = group.column("uid").to_numpy()
-    order = np.lexsort((earlier, uid))  # per uid, this run's row first
-    latest = order[np.r_[True, uid[order][1:] != uid[order][:-1]]] if len(uid) else order
-    rep = group.column("rep").to_numpy()[latest]
-    keep = group.column("keep").to_numpy(zero_copy_only=False)[latest].astype(bool)
-    reps, where = np.unique(rep, return_inverse=True)
-    where = where.reshape(-1)
-    total = np.bincount(where, minlength=len(reps))
-    kept = np.bincount(where, weights=keep, minlength=len(reps)).astype(np.int64)
-    own_entry = np.zeros(len(reps), bool)
-    own_entry[where[uid[latest] == rep]] = True
-    total += ~own_entry
-    kept += ~own_entry
-    fresh = group.filter(pc.invert(group.column("earlier")))
-    at = np.searchsorted(reps, fresh.column("rep").to_numpy())
-    fresh = fresh.set_column(fresh.schema.get_field_index("size"), "size",
-                             pa.array(total[at], pa.int64()))
-    fresh = fresh.set_column(fresh.schema.get_field_index("violation"), "violation",
-                             pa.array(kept[at] != 1))
-    return fresh.drop_columns(["bucket", "earlier"])
+def _index_cluster_keys(group: pa.Table, *, out: str, level: int, run_id: str) -> pa.Table:
+    at = int(group.column("bucket")[0].as_py())
+    ranged.write(Store.at(out), KEYS, level, at, f"{run_id}.reps",
+                 group.select(["key", "uid"]), "key")
+    return pa.table({"rows": [group.num_rows]})
 
 
 def _write(group: pa.Table, *, out: str, run_id: str) -> pa.Table:
     """One shard's decisions, as one file: OUT/dedup/clusters/<shard>/<run>.parquet."""
     store = Store.at(out)
     folder = group.column("folder")[0].as_py()
-    table = group.drop_columns(["folder", "violation"]).sort_by("row")
+    table = group.drop_columns(["bucket", "folder", "violation"]).sort_by("row")
     store.write_table(table.drop_columns(["promoted"]),
                       store.path(CLUSTERS, folder, f"{run_id}.parquet"))
     kept = int(pc.sum(table.column("keep")).as_py() or 0)

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pyarrow.fs as pafs
 
-from thresher.models.minhash import FORMAT_VERSION
+from thresher.models.minhash import FORMAT_VERSION as KEYS_VERSION
 from thresher.pipeline.io.storage import Store
 from thresher.pipeline.steps.dedup.common import (CLUSTERS, FORMAT_FILE, INDEX_FILE,
                                                   SIGNATURES, URLS, DedupError, read_folder,
@@ -22,11 +22,14 @@ from thresher.pipeline.steps.dedup.common import (CLUSTERS, FORMAT_FILE, INDEX_F
 from thresher.stages.dedup import Dedup, shard_folder
 
 
+FORMAT_VERSION = 3  # 3: key and URL indexes by key range; 2: keys of words split at any space
+
+
 def settings(stage: Dedup) -> dict:
     """What makes keys comparable: another value of any of these makes other keys."""
     s = stage.settings
     return {"bands": s.bands, "rows": s.rows, "ngram": s.ngram, "seed": s.seed,
-            "near": stage.near, "exact": stage.exact, "url": stage.url}
+            "near": stage.near, "exact": stage.exact, "url": stage.url, "keys": KEYS_VERSION}
 
 
 def saved_format(store: Store) -> dict | None:
@@ -43,10 +46,14 @@ def saved_format(store: Store) -> dict | None:
     return None
 
 
+def current(stage: Dedup) -> dict:
+    return {"format": FORMAT_VERSION, "settings": settings(stage)}
+
+
 def check_format(store: Store, stage: Dedup, output: str) -> None:
     """Refuse an index of another format or other settings, in one line; record this
     one's before anything is written to a new index."""
-    mine = {"format": FORMAT_VERSION, "settings": settings(stage)}
+    mine = current(stage)
     saved = saved_format(store)
     if saved is None:
         store.write_text(store.path(FORMAT_FILE), json.dumps(mine))

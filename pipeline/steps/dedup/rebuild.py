@@ -25,13 +25,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from thresher.models.minhash import FORMAT_VERSION
 from thresher.pipeline.engine.config import Config
 from thresher.pipeline.engine.write import is_synthetic_part
 from thresher.pipeline.io.storage import Store
 from thresher.pipeline.steps.dedup import index
-from thresher.pipeline.steps.dedup.common import (CLUSTERS, FORMAT_FILE, SIGNATURES, URLS,
-                                                  DedupError, bucket, units)
+from thresher.pipeline.steps.dedup import ranged
+from thresher.pipeline.steps.dedup.common import (CLUSTERS, FORMAT_FILE, KEY_SCHEMA, KEYS,
+                                                  SIGNATURES, URL_INDEX, URLS, DedupError,
+                                                  bucket, id_rank, read_folder, read_latest,
+                                                  rep_key, units)
+from thresher.pipeline.steps.dedup.ranged import range_of
+from thresher.pipeline.steps.dedup.signatures import key_rows
+from thresher.pipeline.steps.dedup.urls import INDEX_SCHEMA
 from thresher.stages.dedup import Dedup, shard_folder
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,7 @@ MEMBER_SCHEMA = pa.schema([("bucket", pa.int64()), ("folder", pa.string()), ("ro
                            ("uid", pa.int64()), ("cluster_id", pa.string()),
                            ("keep", pa.bool_()), ("size", pa.int64())])
 OUTCOMES = ("curated", "rejected")
+URL_INDEX_ROWS = pa.schema([("bucket", pa.int64()), *INDEX_SCHEMA])
 
 
 def rebuild_index(out_dir: str, config: Config, address: str | None = None,
@@ -98,13 +104,77 @@ def rebuild(store: Store, config: Config, shards: list[dict]) -> dict:
                     fn_kwargs={"out": store.location, "stamp": stamp})
     clustered = sum(int(pc.sum(b.column("members")).as_py() or 0)
                     for b in written.iter_batches(batch_format="pyarrow", batch_size=None))
+    _index_by_range(store, work, stage, cpus, stamp)
     counts = index.signed_counts(store, [s["path"] for s in shards])
     index.record(store, stage, counts, set(counts))
-    store.write_text(store.path(FORMAT_FILE), json.dumps(
-        {"format": FORMAT_VERSION, "settings": index.settings(stage)}))
+    store.write_text(store.path(FORMAT_FILE), json.dumps(index.current(stage)))
     return {"shards": len(shards), "documents": sum(counts.values()),
             "documents_in_clusters": clustered,
             "seconds": round(time.perf_counter() - started, 2)}
+
+
+def _index_by_range(store: Store, work: list[dict], stage: Dedup, cpus: int, stamp: str) -> None:
+    """The key index (every document's content keys, and its cluster's key when it is
+    in a cluster of 2+) and the URL index, from the signatures and decisions just made."""
+    level = ranged.level_for(max(4 * cpus, len(work)))
+    kinds = [(KEYS, "key", _key_rows)] + ([(URL_INDEX, "url", _url_rows)] if stage.url else [])
+    for root, column, rows in kinds:
+        units(work, cpus).map_batches(
+            rows, batch_size=1, batch_format="pyarrow",
+            fn_kwargs={"out": store.location, "level": level, "stamp": stamp}) \
+            .groupby("bucket", num_partitions=cpus).map_groups(
+                _write_range, batch_format="pyarrow",
+                fn_kwargs={"out": store.location, "root": root, "column": column,
+                           "level": level, "stamp": stamp}).materialize()
+
+
+def _key_rows(batch: pa.Table, *, out: str, level: int, stamp: str) -> pa.Table:
+    store = Store.at(out)
+    (unit,) = batch.to_pylist()
+    sig = read_folder(store, f"{SIGNATURES}/{unit['folder']}", ["uid", "keys"])
+    if sig is None or not sig.num_rows:
+        return KEY_SCHEMA.empty_table()
+    uid = sig.column("uid").to_numpy()
+    keys = np.asarray(pc.list_flatten(sig.column("keys")).to_numpy()).reshape(len(uid), -1)
+    cluster = np.zeros(len(uid), np.uint64)
+    decided = read_latest(store, f"{CLUSTERS}/{unit['folder']}", ["rep", "size"])
+    if decided is not None and decided.num_rows:
+        clustered = decided.filter(pc.greater(decided.column("size"), 1))
+        member = clustered.column("uid").to_numpy()
+        inside = ranged.within(member, uid)
+        cluster[np.searchsorted(uid, member[inside])] = \
+            rep_key(clustered.column("rep").to_numpy()[inside])
+    return key_rows(np.hstack([keys, cluster[:, None]]), uid, np.ones(len(uid), bool), level)
+
+
+def _url_rows(batch: pa.Table, *, out: str, level: int, stamp: str) -> pa.Table:
+    store = Store.at(out)
+    (unit,) = batch.to_pylist()
+    sig = read_folder(store, f"{SIGNATURES}/{unit['folder']}",
+                      ["uid", "row", "id", "prio", "url", "crawl"])
+    if sig is None:
+        return URL_INDEX_ROWS.empty_table()
+    sig = sig.filter(pa.array(sig.column("url").to_numpy() != 0))
+    uid, n = sig.column("uid").to_numpy(), sig.num_rows
+    kept = np.ones(n, bool)
+    dropped = read_latest(store, f"{URLS}/{unit['folder']}", ["url_keep"])
+    if dropped is not None and dropped.num_rows:
+        lost = dropped.column("uid").to_numpy()[
+            ~dropped.column("url_keep").to_numpy(zero_copy_only=False).astype(bool)]
+        kept &= ~np.isin(uid, lost)
+    url = sig.column("url").to_numpy()
+    return pa.table({"bucket": range_of(url, level), "url": url, "uid": uid,
+                     "folder": [unit["folder"]] * n, "row": sig.column("row"),
+                     "crawl": sig.column("crawl"), "prio": sig.column("prio"),
+                     "rank": id_rank(sig.column("id").to_pylist()), "kept": kept,
+                     "run": [stamp] * n}, schema=URL_INDEX_ROWS)
+
+
+def _write_range(group: pa.Table, *, out: str, root: str, column: str, level: int,
+                 stamp: str) -> pa.Table:
+    at = int(group.column("bucket")[0].as_py())
+    ranged.write(Store.at(out), root, level, at, stamp, group.drop_columns(["bucket"]), column)
+    return pa.table({"rows": [group.num_rows]})
 
 
 def _remove_index(store: Store) -> None:
@@ -189,10 +259,13 @@ def _name_keepers(group: pa.Table) -> pa.Table:
     starts = [i for i in range(len(cid)) if i == 0 or cid[i] != cid[i - 1]]
     bounds = starts + [len(cid)]
     rep = np.empty(len(cid), np.int64)
+    size = group.column("size").to_numpy().copy()
     for start, end in zip(bounds[:-1], bounds[1:]):
         rep[start:end] = uid[start] if keep[start] else \
             -2 - (int(_cluster_hash([cid[start]])[0]) >> 2)
-    return group.append_column("rep", pa.array(rep))
+        size[start:end] = size[start:end].max()  # members written later saw it larger
+    return group.set_column(group.schema.get_field_index("size"), "size", pa.array(size)) \
+        .append_column("rep", pa.array(rep))
 
 
 def _write(group: pa.Table, *, out: str, stamp: str) -> pa.Table:

@@ -12,6 +12,11 @@ Across crawls, `url_crawls` says what a URL seen in another crawl means:
   to rejected (its shard is written again by this run).
 Crawls are ordered by their names (Common Crawl's CC-MAIN-YYYY-WW, or run ids,
 which sort by time). Decisions go to OUT/dedup/urls/<shard>/<run>.parquet.
+
+Only this run's documents are shuffled, by URL key range (ranged.py); each range
+reads the earlier documents under its URLs from the URL index (what the choice
+needs, and whether each is kept under its URL now), and writes back the rows this
+run decided, so the index is read by ranges and never shuffled.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.pipeline.io.storage import Store
-from thresher.pipeline.steps.dedup.common import (NONE, SIGNATURES, URLS, bucket, id_rank,
-                                                  read_folder, read_latest, units)
+from thresher.pipeline.steps.dedup import ranged
+from thresher.pipeline.steps.dedup.common import (NONE, SIGNATURES, URL_INDEX, URLS, col,
+                                                  id_rank, read_folder, units)
+from thresher.pipeline.steps.dedup.ranged import range_of
 
 SAME_CRAWL = "same URL in this crawl"
 EARLIER_CRAWL = "URL kept in an earlier crawl"
@@ -34,31 +41,43 @@ URL_ROW_SCHEMA = pa.schema([("bucket", pa.int64()), ("url", pa.uint64()), ("uid"
 URL_DECISION_SCHEMA = pa.schema([("folder", pa.string()), ("row", pa.int64()),
                                  ("uid", pa.int64()), ("url_keep", pa.bool_()),
                                  ("url_reason", pa.string()), ("changed", pa.bool_())])
+COUNT = -3  # the uid of the row that carries a range's count of index rows read
+INDEXED = ["url", "uid", "folder", "row", "crawl", "prio", "rank", "kept"]
+INDEX_SCHEMA = pa.schema([URL_ROW_SCHEMA.field(c) for c in INDEXED] + [("run", pa.string())])
 
 
-def decide_urls(store: Store, folders: list[dict], departed, *, buckets: int,
-                partitions: int, cpus: int, run_id: str, policy: str) -> list[dict]:
-    """Write this run's URL decisions; one summary row per shard folder written.
-    `departed`: URL keys whose kept document left (its shard changed): those URLs
-    choose again, and an earlier document under one may be kept now (promoted)."""
+def decide_urls(store: Store, folders: list[str], departed, *, level: int, written: list[int],
+                live: np.ndarray, partitions: int, cpus: int, run_id: str,
+                policy: str) -> list[dict]:
+    """Write the URL decisions of this run's shards (`folders`) and of the earlier
+    documents they change; one summary row per shard folder written. `departed`: URL
+    keys whose kept document left (its shard changed): those URLs choose again, and
+    an earlier document under one may be kept now (promoted)."""
     import ray
 
-    rows = units(folders, cpus).map_batches(
+    rows = units([{"folder": f} for f in folders], cpus).map_batches(
         _url_rows, batch_size=1, batch_format="pyarrow",
-        fn_kwargs={"out": store.location, "buckets": buckets})
+        fn_kwargs={"out": store.location, "level": level})
     if len(departed):
-        rows = rows.union(ray.data.from_arrow(_departed_rows(departed, buckets)))
+        rows = rows.union(ray.data.from_arrow(_departed_rows(departed, level)))
+    rows = rows.materialize()
     decided = rows.groupby("bucket", num_partitions=partitions).map_groups(
-        decide_group, batch_format="pyarrow", fn_kwargs={"policy": policy})
-    written = decided.groupby("folder", num_partitions=partitions).map_groups(
+        _decide_range, batch_format="pyarrow",
+        fn_kwargs={"out": store.location, "level": level, "written": written, "live": live,
+                   "run_id": run_id, "policy": policy}).materialize()
+    read = sum(int(pc.sum(b.column("row")).as_py() or 0) for b in decided.filter(
+        expr=col("uid") == COUNT).iter_batches(batch_format="pyarrow", batch_size=None))
+    decided = decided.filter(expr=col("uid") != COUNT).materialize()
+    written_rows = decided.groupby("folder", num_partitions=partitions).map_groups(
         _write, batch_format="pyarrow", fn_kwargs={"out": store.location, "run_id": run_id})
-    return [row for batch in written.iter_batches(batch_format="pyarrow", batch_size=None)
-            for row in batch.to_pylist()]
+    stats = {"url_rows": rows.count(), "url_decisions": decided.count(),
+             "url_index_rows_read": read}
+    return [row for batch in written_rows.iter_batches(batch_format="pyarrow", batch_size=None)
+            for row in batch.to_pylist()], stats
 
 
-def _url_rows(batch: pa.Table, *, out: str, buckets: int) -> pa.Table:
-    """A shard's documents that have a URL, with what the choice needs; for earlier
-    shards whether the document is kept under its URL now."""
+def _url_rows(batch: pa.Table, *, out: str, level: int) -> pa.Table:
+    """A new shard's documents that have a URL, with what the choice needs."""
     store = Store.at(out)
     (unit,) = batch.to_pylist()
     sig = read_folder(store, f"{SIGNATURES}/{unit['folder']}",
@@ -66,36 +85,57 @@ def _url_rows(batch: pa.Table, *, out: str, buckets: int) -> pa.Table:
     if sig is None:
         return URL_ROW_SCHEMA.empty_table()
     sig = sig.filter(pa.array(sig.column("url").to_numpy() != 0))
-    if not sig.num_rows:
+    n = sig.num_rows
+    if not n:
         return URL_ROW_SCHEMA.empty_table()
-    uid = sig.column("uid").to_numpy()
-    n = len(uid)
-    kept = np.full(n, not unit["new"])
-    if not unit["new"]:
-        decided = read_latest(store, f"{URLS}/{unit['folder']}", ["url_keep"])
-        if decided is not None and decided.num_rows:
-            duid = decided.column("uid").to_numpy()
-            where = np.minimum(np.searchsorted(uid, duid), n - 1)
-            inside = uid[where] == duid
-            kept[where[inside]] = decided.column("url_keep").to_numpy(
-                zero_copy_only=False)[inside]
     url = sig.column("url").to_numpy()
-    return pa.table({"bucket": bucket(url, buckets), "url": url, "uid": uid,
+    return pa.table({"bucket": range_of(url, level), "url": url, "uid": sig.column("uid"),
                      "folder": [unit["folder"]] * n, "row": sig.column("row"),
-                     "new": np.full(n, unit["new"]), "crawl": sig.column("crawl"),
+                     "new": np.ones(n, bool), "crawl": sig.column("crawl"),
                      "prio": sig.column("prio"), "rank": id_rank(sig.column("id").to_pylist()),
-                     "kept": kept}, schema=URL_ROW_SCHEMA)
+                     "kept": np.zeros(n, bool)}, schema=URL_ROW_SCHEMA)
 
 
-def _departed_rows(urls: np.ndarray, buckets: int) -> pa.Table:
+def _departed_rows(urls: np.ndarray, level: int) -> pa.Table:
     """New-marked rows with no document (uid NONE): they touch a URL, nothing more."""
     n = len(urls)
     urls = np.asarray(urls, np.uint64)
-    return pa.table({"bucket": bucket(urls, buckets), "url": urls, "uid": np.full(n, NONE),
+    return pa.table({"bucket": range_of(urls, level), "url": urls, "uid": np.full(n, NONE),
                      "folder": pa.nulls(n, pa.string()), "row": pa.nulls(n, pa.int64()),
                      "new": np.ones(n, bool), "crawl": pa.nulls(n, pa.string()),
                      "prio": pa.nulls(n, pa.float64()), "rank": np.zeros(n, np.uint64),
                      "kept": np.zeros(n, bool)}, schema=URL_ROW_SCHEMA)
+
+
+def _decide_range(group: pa.Table, *, out: str, level: int, written: list[int],
+                  live: np.ndarray, run_id: str, policy: str) -> pa.Table:
+    """One URL range: this run's rows with the index's earlier documents under the same
+    URLs; the rows decided now go back to the index with whether each is kept. A last
+    row (uid COUNT) carries the index rows read, as its `row`."""
+    store = Store.at(out)
+    at = int(group.column("bucket")[0].as_py())
+    ranged.compact(store, URL_INDEX, level, at, run_id, "url", ["uid"], live, version="run")
+    files = [f for f in ranged.overlapping(store, URL_INDEX, level, at, written)
+             if not f.endswith(f"/{run_id}.parquet")]
+    old = ranged.read(store, files, "url", np.unique(group.column("url").to_numpy()), live,
+                      level, at)
+    rows = group.drop_columns(["bucket"])
+    if old is not None:
+        old = ranged.latest(old, ["uid"], version="run")
+        old = old.select(INDEXED).append_column("new", pa.array(np.zeros(old.num_rows, bool)))
+        rows = pa.concat_tables([rows, old.select(rows.column_names)])
+    decided = decide_group(rows, policy=policy)  # sorted by uid
+    uid, decided_uid = rows.column("uid").to_numpy(), decided.column("uid").to_numpy()
+    hit = ranged.within(uid, decided_uid)
+    now = rows.filter(pa.array(hit)).select(INDEXED)
+    now = now.set_column(INDEXED.index("kept"), "kept", decided.column("url_keep").take(
+        pa.array(np.searchsorted(decided_uid, uid[hit])))) \
+        .append_column("run", pa.array([run_id] * now.num_rows, pa.string()))
+    ranged.write(store, URL_INDEX, level, at, run_id, now, "url")
+    count = pa.table({"folder": [None], "row": [0 if old is None else old.num_rows],
+                      "uid": [COUNT], "url_keep": [None], "url_reason": [None],
+                      "changed": [None]}, schema=URL_DECISION_SCHEMA)
+    return pa.concat_tables([decided, count])
 
 
 def decide_group(group: pa.Table, *, policy: str) -> pa.Table:
@@ -139,10 +179,11 @@ def decide_group(group: pa.Table, *, policy: str) -> pa.Table:
                 keep[at], reason[at] = False, NEWER_CRAWL
     changed = ~new & (keep != kept)  # an earlier document dropped now, or kept now
     out = new | changed
+    order = np.argsort(uid[out], kind="stable")
     return pa.table({"folder": group.column("folder").filter(pa.array(out)),
                      "row": group.column("row").filter(pa.array(out)), "uid": uid[out],
                      "url_keep": keep[out], "url_reason": pa.array(reason[out], pa.string()),
-                     "changed": changed[out]}, schema=URL_DECISION_SCHEMA)
+                     "changed": changed[out]}, schema=URL_DECISION_SCHEMA).take(order)
 
 
 def _write(group: pa.Table, *, out: str, run_id: str) -> pa.Table:
