@@ -28,6 +28,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -176,6 +177,8 @@ def main() -> None:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     with tempfile.TemporaryDirectory(prefix="thresher-growth-") as temp:
         work = Path(args.work or temp)
+        for old in [work / "incremental", work / "hot-out", *work.glob("size-*x-out")]:
+            shutil.rmtree(old, ignore_errors=True)  # outputs of an earlier bench in --work
         crawls = build_crawls(Path(args.input), work, max(args.crawls, max(args.sizes or [1])),
                               args.copied)
         if args.crawls:

@@ -194,7 +194,14 @@ def read_decisions(root: str, source_shard: str) -> dict:
         paths = sorted(info.path for info in fs.get_file_info(selector)
                        if info.type == pafs.FileType.File and info.path.endswith(".parquet"))
         for path in paths:  # named by run: in the order they were decided
-            table = pq.read_table(path, filesystem=fs, columns=columns)
-            for row, *values in zip(*(table.column(c).to_pylist() for c in columns)):
+            wanted = _across_crawls(columns, pq.read_schema(path, filesystem=fs).names)
+            table = pq.read_table(path, filesystem=fs, columns=wanted)
+            for row, *values in zip(*(table.column(c).to_pylist() for c in wanted)):
                 found.setdefault(row, [None, None])[slot] = tuple(values)
     return found
+
+
+def _across_crawls(columns: list[str], present: list[str]) -> list[str]:
+    """The size across all crawls where the file has it (`scope: crawl` counts a
+    cluster within its crawl, and the component across crawls as `size_all`)."""
+    return [("size_all" if c == "size" and "size_all" in present else c) for c in columns]

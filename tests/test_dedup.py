@@ -495,3 +495,23 @@ def test_a_run_moves_only_its_new_keys_and_a_lone_keeper_that_leaves_is_replaced
     assert rows["copy"]["outcome"] == "curated" and rows["copy"]["dup_keep"] is True
     assert [t.strip() for t in curated_texts(out)].count(PAGE) == 1
     assert_each_row_once(out, [a, crawl / "b.parquet", c])
+
+
+def test_scope_crawl_keeps_one_per_crawl_and_counts_sizes_across_crawls(tmp_path):
+    crawl, out = tmp_path / "crawl", tmp_path / "out"
+    config = load_config(keep_by_config(tmp_path, scope="crawl"))
+    write_shard(crawl / "a.parquet", [
+        {"id": "first", "text": PAGE, "quality": 0.9, "crawl": "CC-1"},
+        {"id": "first-copy", "text": PAGE + " ", "quality": 0.1, "crawl": "CC-1"},
+        {"id": "other", "text": OTHER, "quality": 0.5, "crawl": "CC-1"}])
+    curate([str(crawl)], out, config, progress=False)
+    write_shard(crawl / "b.parquet", [
+        {"id": "second", "text": "\n" + PAGE, "quality": 0.5, "crawl": "CC-2"}])
+    curate([str(crawl)], out, config, progress=False)
+    rows = everything(out)
+    assert rows["first"]["outcome"] == rows["second"]["outcome"] == "curated"
+    assert rows["first-copy"]["outcome"] == "rejected"
+    assert rows["second"]["dup_cluster"] == "second"  # its crawl's own cluster
+    assert rows["first"]["dup_cluster_size"] == 2  # written before CC-2 came
+    assert rows["second"]["dup_cluster_size"] == 3  # across both crawls
+    assert rows["other"]["dup_cluster_size"] == 1

@@ -15,7 +15,9 @@ The keep rule, in order:
    again: a new member if it has one (it is being written now), else an earlier
    member, which is then *promoted*: its shard is written again by this run.
 3. Among those, the highest `keep_by`, then the lowest hash of the id.
-With `scope: crawl`, each crawl's members of a component choose on their own.
+With `scope: crawl`, each crawl's members of a component choose on their own, and
+`size_all` (what `dup_cluster_size` shows) counts the component's clusters in every
+crawl: FineWeb-2 and TxT360 upsample by it.
 A cluster's size is its kept document's earlier size plus the members that join it
 now, so no run reads the decisions of clusters it does not touch. Everything inside
 a group is numpy over the group's arrays: a cluster of millions of copies is a few
@@ -41,7 +43,8 @@ ATTR_SCHEMA = pa.schema([("bucket", pa.int64()), ("uid", pa.int64()), ("label", 
 DECISION_SCHEMA = pa.schema([("bucket", pa.int64()), ("folder", pa.string()),
                              ("row", pa.int64()), ("uid", pa.int64()), ("rep", pa.int64()),
                              ("cluster_id", pa.string()), ("keep", pa.bool_()),
-                             ("size", pa.int64()), ("promoted", pa.bool_()),
+                             ("size", pa.int64()), ("size_all", pa.int64()),
+                             ("promoted", pa.bool_()),
                              ("violation", pa.bool_())])
 NUMBERED = pa.schema([("number", pa.int64()), ("uid", pa.int64()), ("label", pa.int64())])
 
@@ -168,13 +171,18 @@ def choose(group: pa.Table, *, buckets: int, scope: str = "all") -> pa.Table:
     joined = np.bincount(g[out], weights=~keep, minlength=groups).astype(np.int64)
     earlier = group.column("size").to_numpy()[keeper]
     size = np.where(tier[keeper] == 0, earlier, 1) + joined
+    size_all = size  # with scope: crawl, the component's clusters in every crawl together
+    if scope != "all":
+        _, component = np.unique(label[keeper], return_inverse=True)
+        size_all = np.bincount(component.reshape(-1), weights=size).astype(np.int64)[
+            component.reshape(-1)]
     kept = np.bincount(g[out], weights=keep, minlength=groups).astype(np.int64)
     ids = group.column("id")
     return pa.table({
         "bucket": bucket(uid[mine[out]], buckets), "folder": group.column("folder").take(out),
         "row": group.column("row").take(out), "uid": uid[out], "rep": uid[mine[out]],
         "cluster_id": ids.take(mine[out]), "keep": keep, "size": size[g[out]],
-        "promoted": keep & moved[out], "violation": kept[g[out]] != 1},
+        "size_all": size_all[g[out]], "promoted": keep & moved[out], "violation": kept[g[out]] != 1},
         schema=DECISION_SCHEMA)
 
 
