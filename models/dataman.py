@@ -39,11 +39,15 @@ CHARS_PER_TOKEN = 4  # for the cut when no tokenizer is known (HTTP backend)
 STATUS_OK, STATUS_UNPARSED, STATUS_FAILED = "ok", "unparsed", "failed"
 
 
-def sampling_for(answer_format: str, max_new_tokens: int | None = None) -> Sampling:
+def sampling_for(answer_format: str, max_new_tokens: int | None = None,
+                 stop_token_ids: tuple[int, ...] = ()) -> Sampling:
     """Greedy; 29 new tokens fit the released models' answer (1 letter + 14 digits,
-    one per line); an instruct model gets one more for a stray space."""
-    default = 29 if answer_format == "dataman" else 30
-    return Sampling(temperature=0.0, max_new_tokens=max_new_tokens or default)
+    one per line); an instruct model gets one more for a stray space. With the model's
+    end-of-turn ids, one more for the end of turn: a complete answer then ends there,
+    as in DataMan's own inference, and only a cut one stops at the limit."""
+    default = (29 if answer_format == "dataman" else 30) + (1 if stop_token_ids else 0)
+    return Sampling(temperature=0.0, max_new_tokens=max_new_tokens or default,
+                    stop_token_ids=tuple(stop_token_ids))
 
 
 # --- the text cut -----------------------------------------------------------------
@@ -235,6 +239,9 @@ def rate(engine, texts: list[str], answer_format: str = "dataman",
          ) -> tuple[list[Rating], list]:
     """Rate documents with an LLM engine: (ratings, the engine's generations).
     max_tokens: the document cut in the rater's tokens (the paper's 1894)."""
+    from thresher.models.llm import end_of_turn_ids
+
     requests = requests_for(texts, engine.text_tokenizer, answer_format, max_tokens)
-    generations = engine.generate(requests, sampling_for(answer_format, max_new_tokens))
+    generations = engine.generate(requests, sampling_for(
+        answer_format, max_new_tokens, end_of_turn_ids(engine.text_tokenizer)))
     return [parse_answer(g.text) for g in generations], generations

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,16 @@ class DataManRating(Stage):
             raise ValueError("student: auto trains the student on the teacher's ratings; "
                              "teacher_sample must be at least 10")
         self.select = _select_spec(select)
-        self.calibration_rows = calibration_rows
+        # The teacher rates documents of the calibration sample: the sample is drawn
+        # as large as the teacher's share asks (the engine takes the largest ask).
+        self.calibration_rows = max(int(calibration_rows), self.teacher_sample
+                                    if mode == "student" else 0)
+        if mode == "teacher" and not self.resources.num_gpus and \
+                self.teacher.get("num_gpus"):
+            # The teacher runs in this stage's own workers: they hold its GPU.
+            self.resources = replace(self.resources, num_gpus=float(self.teacher["num_gpus"]),
+                                     num_cpus=self.teacher.get("num_cpus",
+                                                               self.resources.num_cpus))
         self.annotations_path = Path(annotations) if annotations else None
         self.cutoffs = cutoffs
         self._engine = None
@@ -127,6 +137,10 @@ class DataManRating(Stage):
         ids, texts = sample.column("id").to_pylist(), sample.column("text").to_pylist()
         order = sorted(range(len(ids)), key=lambda i: hashlib.sha1(ids[i].encode()).digest())
         chosen = [i for i in order if texts[i]][: self.teacher_sample]
+        if len(chosen) < self.teacher_sample:
+            log.warning("dataman: teacher_sample is %d but the calibration sample has %d "
+                        "documents with text: the teacher rates %d (the crawl is smaller)",
+                        self.teacher_sample, len(chosen), len(chosen))
         rows = _run_teacher(self.teacher, [texts[i] for i in chosen])
         table = pa.Table.from_pylist(
             [{"id": ids[i], "text": texts[i], **row} for i, row in zip(chosen, rows)])
@@ -399,7 +413,7 @@ def _run_teacher_processor(teacher: dict, options: dict, texts: list[str]) -> li
     import time
 
     from thresher.models.dataman import parse_answer, requests_for, sampling_for
-    from thresher.models.llm import fit_conversation, processor
+    from thresher.models.llm import end_of_turn_ids, fit_conversation, processor
 
     tokenizer = _teacher_tokenizer(options)
     requests = requests_for(texts, tokenizer, teacher["format"],
@@ -414,9 +428,9 @@ def _run_teacher_processor(teacher: dict, options: dict, texts: list[str]) -> li
 
         model_name = OpenAIEngine(options["url"]).model  # what the server serves
     started = time.perf_counter()
-    results = processor.generate_rows(options, requests,
-                                      sampling_for(teacher["format"], teacher.get("max_new_tokens")),
-                                      model_name)
+    sampling = sampling_for(teacher["format"], teacher.get("max_new_tokens"),
+                            end_of_turn_ids(tokenizer))
+    results = processor.generate_rows(options, requests, sampling, model_name, tokenizer)
     seconds = (time.perf_counter() - started) / max(1, len(texts))
     rows = [_teacher_row(Rating(STATUS_FAILED, raw=result["error"][:500]) if result["error"]
                          else parse_answer(result["text"]), result["prompt_tokens"],

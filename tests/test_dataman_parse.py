@@ -111,3 +111,22 @@ def test_the_instruct_criteria_say_what_the_paper_means():
     line = next(l for l in INSTRUCT_SYSTEM.splitlines() if l.startswith("[12] Originality"))
     assert "repeat" in line and "boilerplate" not in line
     assert INSTRUCT_SYSTEM.count("\n[") == 14
+
+
+def test_a_teacher_on_every_row_holds_the_gpu_its_engine_asks_for():
+    """mode: teacher runs the engine in the stage's own workers: they must reserve its
+    GPU (Ray 2.60 no longer hides GPUs from a 0-GPU actor)."""
+    from thresher.stages.dataman import DataManRating
+
+    teacher = {"engine": "vllm", "model": "/models/DataMan-1.5B-EN", "format": "dataman",
+               "num_gpus": 1, "num_cpus": 4}
+    stage = DataManRating(mode="teacher", teacher=teacher)
+    assert (stage.resources.num_gpus, stage.resources.num_cpus) == (1.0, 4)
+    assert DataManRating(mode="student", teacher=teacher).resources.num_gpus == 0
+
+
+def test_the_calibration_sample_is_as_large_as_the_teacher_sample_asks():
+    from thresher.stages.dataman import DataManRating
+
+    assert DataManRating(teacher_sample=20000).calibration_rows == 20000
+    assert DataManRating(teacher_sample=64).calibration_rows == 2000

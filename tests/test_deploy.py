@@ -387,3 +387,43 @@ def test_images_build():
     done = subprocess.run(["make", "-C", str(ROOT), "images"], capture_output=True, text=True,
                           timeout=3600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_gpu_nodes_have_the_driver_the_image_needs_and_keep_vllms_kernel_cache():
+    cluster = one("RayCluster")["spec"]
+    gpu = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}["gpu-workers"]["template"]
+    affinity = gpu["spec"]["affinity"]["nodeAffinity"]
+    [term] = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    [rule] = term["matchExpressions"]
+    # the label NVIDIA's GPU feature discovery sets; the image's CUDA 13 needs driver 580+
+    assert rule["key"] == "nvidia.com/cuda.driver-version.major" and rule["operator"] == "Gt"
+    assert int(rule["values"][0]) + 1 == 580
+    assert "driver for CUDA 13 (580 or later)" in (DEPLOY / "Dockerfile.gpu").read_text()
+    container = gpu["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert env["VLLM_CACHE_ROOT"] in mounts and not mounts[env["VLLM_CACHE_ROOT"]].get("readOnly")
+
+
+def test_datamans_prompt_is_cut_once_within_the_shipped_max_model_len():
+    """The paper's 1,894-token cut plus DataMan's prompt must fit the engine's input
+    limit (max_model_len - 64), or every long document is cut again in its middle."""
+    from transformers import AutoTokenizer
+
+    from thresher.models.dataman import MAX_TOKENS, requests_for, sampling_for
+    from thresher.models.llm import end_of_turn_ids
+    from thresher.models.registry import resolve_model
+
+    pipeline = yaml.safe_load(named("ConfigMap", "thresher-gpu-pipeline")["data"]["pipeline.yaml"])
+    [teacher] = [s["teacher"] for s in pipeline["stages"] if s["stage"] == "dataman"]
+    gguf = resolve_model("smollm2-135m-instruct")  # a tokenizer of a similar size
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                              local_files_only=True)
+    [conversation] = requests_for(["word " * 5000], tokenizer, "dataman", MAX_TOKENS)
+    prompt = tokenizer.apply_chat_template(conversation, tokenize=False,
+                                           add_generation_prompt=True)
+    tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert tokens > MAX_TOKENS + 100  # the cut document and the prompt around it
+    assert tokens <= teacher["max_model_len"] - 64
+    answer = sampling_for("dataman", None, end_of_turn_ids(tokenizer)).max_new_tokens
+    assert tokens + answer <= teacher["max_model_len"]

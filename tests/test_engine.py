@@ -73,7 +73,8 @@ def test_gpu_and_explicit_resources_split_the_pipeline(tmp_path):
     assert [s.names for s in segments] == [["lang"], ["pid"], ["ccnet"], ["harm"]]
     lang, gpu, ccnet, harm = segments
     assert lang.reads and harm.settles and not gpu.reads and not gpu.settles
-    assert gpu.pool == (1, 2, 1) and gpu.num_gpus == 1
+    # A GPU pool grows with the GPUs an autoscaler adds: no ceiling at planning time.
+    assert gpu.pool == (1, None, 1) and gpu.num_gpus == 1
     assert ccnet.pool is None and ccnet.concurrency == 3
     # The CPU pools share what the fixed ones leave, 16 - 1.5 (ccnet) - 2 (GPU workers),
     # in whole cores: 6 workers each.
@@ -154,6 +155,43 @@ def test_a_pool_grows_onto_a_node_that_joins_and_survives_losing_it(tmp_path):
     assert manifest["totals"]["rows_in"] == 4800 and manifest["invariant"]["ok"]
     assert manifest["operators"][0]["pool"] == {"min": 1, "max": None, "initial": 1}
     assert len(manifest["nodes"]) == 2, manifest["nodes"]  # the pool grew onto the new node
+    assert_each_row_once(out, shards)
+
+
+def test_a_gpu_pool_grows_onto_a_gpu_node_that_joins(tmp_path):
+    """A GPU group that idles at 0 replicas has one GPU when the run plans (what the
+    wait for the autoscaler brought); the pool must still grow onto the GPU nodes the
+    autoscaler adds later. Nodes declare GPUs that do not exist: the stage uses none."""
+    from thresher.pipeline.tools.local_cluster import client_env
+
+    cluster = tmp_path / "cluster"
+    start_head(cluster, port=0, num_cpus=1)
+    try:
+        first = start_node(cluster, num_cpus=4, num_gpus=1)  # GPU nodes bring CPUs
+        crawl = tmp_path / "crawl"
+        shards = [write_shard(crawl / f"s{i}.parquet", good_rows(200, f"s{i}"))
+                  for i in range(24)]  # 1.5 s a shard: 36 s on one worker
+        config = tmp_path / "gpu.yaml"
+        config.write_text("stages:\n  - stage: 'faulty:RecordPid'\n    seconds: 0.75\n"
+                          "    resources: {batch_size: 100, num_gpus: 1, concurrency: auto}\n")
+        out = tmp_path / "out"
+        driver = subprocess.Popen([THRESHER, "curate", "-i", str(crawl), "-o", str(out), "-c",
+                                   str(config), "--no-progress"], env=client_env(cluster),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        second = start_node(cluster, num_cpus=4, num_gpus=1)
+        worked = [False, False]  # while it runs: a node's worker processes end with it
+        deadline = time.time() + 400
+        while time.time() < deadline and driver.poll() is None and not all(worked):
+            worked = [w or _worked_on(node, out) for w, node in zip(worked, (first, second))]
+            time.sleep(0.3)
+        output, _ = driver.communicate(timeout=400)
+        assert driver.returncode == 0, output[-3000:]
+    finally:
+        stop_head(cluster)
+    manifest = json.loads(next((out / "runs").glob("*/manifest.json")).read_text())
+    gpu = [op["pool"]["max"] for op in manifest["operators"] if op.get("num_gpus")]
+    assert gpu == [None]  # the GPU stage's pool: planned with 1 GPU, free to grow
+    assert worked == [True, True], "the GPU pool did not grow onto the second GPU node"
     assert_each_row_once(out, shards)
 
 

@@ -381,3 +381,119 @@ def test_http_requests_use_fields_vllms_server_accepts(src, monkeypatch):
         assert body["truncate_prompt_tokens"] == 100 and body["top_k"] == 0
         unknown = set(body) - fields
         assert not unknown, f"vLLM {VERSION}'s chat request has no {sorted(unknown)}"
+
+
+def refuse_system(self, conversation, tokenize=False, add_generation_prompt=True):
+    """A chat template that refuses a system turn, as Mistral's v0.1 raises on one."""
+    if any(m["role"] == "system" for m in conversation):
+        raise ValueError("Conversation roles must alternate user/assistant/user/...")
+    return WordTokenizer.render(self, conversation)
+
+
+WordTokenizer.render = WordTokenizer.apply_chat_template
+
+
+class NoSystemTokenizer(WordTokenizer):
+    apply_chat_template = refuse_system
+
+
+def test_vllm_sampling_has_no_per_request_seed_and_stops_at_the_end_of_turn(
+        monkeypatch, src, tmp_path):
+    """Every request seeded 0 made vLLM sample them one by one with the same noise
+    (vllm/v1/sample/ops/topk_topp_sampler.py, random_sample); a complete answer must
+    end on an end-of-turn id, not at the token limit."""
+    from thresher.models.llm import Sampling
+    from thresher.models.llm.vllm_engine import VLLMEngine
+
+    seen = install_fake_vllm(monkeypatch, src)
+    engine = VLLMEngine(tmp_path, seed=3)
+    engine.generate(CONVERSATIONS[:1], Sampling(temperature=0.8, seed=0, stop_token_ids=(2, 7)))
+    params = seen["chat"][0]["sampling_params"]
+    assert params.seed is None and params.stop_token_ids == [2, 7]
+    assert seen["init"]["seed"] == 3  # the engine is seeded once
+
+
+def test_a_template_that_refuses_a_system_turn_gets_it_folded_and_errors_fail_the_batch(
+        monkeypatch, src, tmp_path):
+    from thresher.models.llm import EngineError, Sampling, fit_conversation
+    from thresher.models.llm import vllm_engine
+
+    conversation = [{"role": "system", "content": "Rephrase it."},
+                    {"role": "user", "content": "the text " * 30}]
+    folded, prompt, _, _ = fit_conversation(conversation, NoSystemTokenizer(), 1000)
+    assert [m["role"] for m in folded] == ["user"]
+    assert folded[0]["content"].startswith("Rephrase it.\n\nthe text")
+    seen = install_fake_vllm(monkeypatch, src)
+    monkeypatch.setattr(WordTokenizer, "apply_chat_template", refuse_system)
+    engine = vllm_engine.VLLMEngine(tmp_path)
+    [made] = engine.generate([conversation], Sampling(max_new_tokens=5))
+    assert made.text == "answer 0"
+    assert [m["role"] for m in seen["chat"][0]["messages"][0]] == ["user"]
+
+    def broken(self, conversation, tokenize=False, add_generation_prompt=True):
+        raise KeyError("a template bug")
+
+    monkeypatch.setattr(WordTokenizer, "apply_chat_template", broken)
+    with pytest.raises(EngineError, match="could not render a batch of 1"):
+        engine.generate([CONVERSATIONS[0][1:]], Sampling())
+
+
+def test_a_load_that_keeps_failing_stops_after_a_bounded_number_of_tries(monkeypatch, src,
+                                                                         tmp_path):
+    import os
+
+    from thresher.models.llm import EngineError
+    from thresher.models.llm import vllm_engine
+
+    monkeypatch.setattr(vllm_engine.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.delenv("VLLM_ENGINE_READY_TIMEOUT_S", raising=False)
+    install_fake_vllm(monkeypatch, src)
+    model = tmp_path / "model"
+    for _ in range(vllm_engine.LOAD_TRIES):  # loads ended by the watchdog count too
+        vllm_engine._count_load(str(model))
+    with pytest.raises(EngineError, match=f"failed {vllm_engine.LOAD_TRIES} times on this node"):
+        vllm_engine.VLLMEngine(model, timeout_s=900)
+    # vLLM's own ready wait is above thresher's deadline, set before vllm is imported
+    assert int(os.environ["VLLM_ENGINE_READY_TIMEOUT_S"]) > 900
+    vllm_engine._count_load(str(model), reset=True)
+    vllm_engine.VLLMEngine(model, timeout_s=900)  # a load that finishes resets the count
+    assert vllm_engine._count_load(str(model)) == 1
+
+
+def test_the_processor_sends_token_ids_with_rays_tokenizer_stages_off(src, monkeypatch):
+    """Ray's chat-template, tokenize and detokenize stages are CPU actors that load the
+    tokenizer on any node: on KubeRay the CPU workers have no models volume."""
+    import ray.data.llm
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    from thresher.models.llm import Sampling, processor
+
+    monkeypatch.setattr("thresher.models.registry.resolve_model", lambda name: Path("/m"))
+    config = processor.vllm_config({"engine": "vllm", "model": "x"}, gpus=1)
+    assert isinstance(config, vLLMEngineProcessorConfig)
+    for stage in ("chat_template_stage", "tokenize_stage", "detokenize_stage"):
+        assert getattr(config, stage) is False
+    built = {}
+
+    def build_processor(config, preprocess, postprocess):
+        built.update(request=preprocess({processor.ROW: 0, "conversation": [],
+                                         "tokens": [5, 6, 7]}), postprocess=postprocess)
+
+    monkeypatch.setattr(ray.data.llm, "build_processor", build_processor)
+    sampling = Sampling(max_new_tokens=30, stop_token_ids=(2,))
+    processor.build({"engine": "vllm", "model": "x"}, sampling)
+    request = built["request"]
+    assert request["tokenized_prompt"] == [5, 6, 7] and "messages" not in request
+    assert request["sampling_params"] == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 30,
+                                          "stop_token_ids": [2]}
+    assert set(request["sampling_params"]) <= src.fields("vllm.sampling_params",
+                                                         "SamplingParams")
+    done = built["postprocess"]({processor.ROW: 0, "generated_text": "A\n1",
+                                 "num_generated_tokens": 30, "num_input_tokens": 3,
+                                 "generated_tokens": [9] * 29 + [2]})
+    assert done["truncated_output"] is False  # a complete answer ending on its stop id
+    cut = built["postprocess"]({processor.ROW: 0, "generated_text": "A\n1",
+                                "num_generated_tokens": 30, "generated_tokens": [9] * 30})
+    assert cut["truncated_output"] is True
+    with pytest.raises(ValueError, match="must be a model folder on this machine"):
+        processor.generate_rows({"engine": "vllm", "model": "x"}, [[]], sampling)

@@ -26,7 +26,8 @@ class Sampling:
     temperature: float = 0.0  # 0: greedy, deterministic
     top_p: float = 1.0
     max_new_tokens: int = 256
-    seed: int = 0
+    seed: int = 0  # the transformers engine's per-batch seed; vLLM seeds its engine once
+    stop_token_ids: tuple[int, ...] = ()  # ends of turn: the answer ends there, complete
 
 
 @dataclass(frozen=True)
@@ -72,17 +73,64 @@ def special_markers(tokenizer) -> tuple[str, ...]:
     return tuple(set(COMMON_MARKERS) | set(tokenizer.all_special_tokens) | set(added))
 
 
+def end_of_turn_ids(tokenizer) -> tuple[int, ...]:
+    """The token ids that end an assistant's turn: the tokenizer's end of sequence and
+    the common end-of-turn markers it knows. DataMan's own inference stops on them."""
+    if tokenizer is None:
+        return ()
+    ids = {tokenizer.eos_token_id} if getattr(tokenizer, "eos_token_id", None) is not None \
+        else set()
+    vocab = getattr(tokenizer, "get_vocab", dict)()
+    ids |= {vocab[m] for m in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>",
+                               "<end_of_turn>", "</s>") if m in vocab}
+    return tuple(sorted(int(i) for i in ids))
+
+
+def fold_system(conversation: list[dict]) -> list[dict]:
+    """The conversation with its system turns folded into the first user turn, for the
+    chat templates that refuse a system turn (Mistral's v0.1 raises on one)."""
+    system = "\n\n".join(m["content"] for m in conversation if m["role"] == "system")
+    rest = [m for m in conversation if m["role"] != "system"]
+    if not system or not rest:
+        return conversation
+    first = next(i for i, m in enumerate(rest) if m["role"] == "user")
+    rest[first] = {**rest[first], "content": f"{system}\n\n{rest[first]['content']}"}
+    return rest
+
+
+def render(conversation: list[dict], tokenizer) -> tuple[list[dict], str]:
+    """(the conversation as rendered, the prompt text): the model's chat template, with
+    the system turn folded into the user's where the template refuses one."""
+    try:
+        return conversation, tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=True)
+    except Exception:
+        if not any(m["role"] == "system" for m in conversation):
+            raise
+        folded = fold_system(conversation)
+        return folded, tokenizer.apply_chat_template(folded, tokenize=False,
+                                                     add_generation_prompt=True)
+
+
+def prompt_ids(conversation: list[dict], tokenizer) -> list[int]:
+    """The prompt's token ids as the engine should get them: rendered here, so that no
+    worker of the engine needs the tokenizer or the template."""
+    _, text = render(conversation, tokenizer)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def fit_conversation(conversation: list[dict], tokenizer, max_tokens: int,
                      margin: int = 8) -> tuple[list[dict], str, int, bool]:
     """The conversation with its last message's text (the document) cut in the middle
     until the whole prompt, chat template included, fits `max_tokens`: (conversation,
     prompt text, prompt tokens, whether it was cut). Cutting the prompt itself would
-    lose its end, where the template opens the assistant's turn."""
-    def render(conv):
-        text = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
-        return text, len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    lose its end, where the template opens the assistant's turn. A system turn that
+    the template refuses is folded into the user's (`render`)."""
+    def measure(conv):
+        conv, text = render(conv, tokenizer)
+        return conv, text, len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    prompt, n = render(conversation)
+    conversation, prompt, n = measure(conversation)
     cut = False
     for _ in range(4):  # token counts of a cut text move a little: a few tries settle it
         if n <= max_tokens:
@@ -95,7 +143,7 @@ def fit_conversation(conversation: list[dict], tokenizer, max_tokens: int,
                              f"than max_input_tokens={max_tokens}")
         head, tail = tokenizer.decode(ids[: keep // 2]), tokenizer.decode(ids[-(keep // 2):])
         conversation = [*conversation[:-1], {**last, "content": f"{head} ... {tail}"}]
-        prompt, n = render(conversation)
+        conversation, prompt, n = measure(conversation)
         cut = True
     raise ValueError(f"could not fit the prompt into max_input_tokens={max_tokens}")
 

@@ -100,9 +100,11 @@ class OpenAIEngine:
     def _chat(self, conversation: list[dict], sampling: Sampling) -> tuple[str, int, int, bool]:
         body = {"model": self.model, "messages": conversation,
                 "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "max_tokens": sampling.max_new_tokens, "seed": sampling.seed}
+                "max_tokens": sampling.max_new_tokens}  # no seed: see vllm_engine.py
         if self.vllm_sampling:
             body.update(vllm_server_fields(self.max_input_tokens))
+            if sampling.stop_token_ids:
+                body["stop_token_ids"] = list(sampling.stop_token_ids)
         reply = self._request("POST", "/chat/completions", body)
         try:
             choice = reply["choices"][0]

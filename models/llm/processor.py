@@ -10,9 +10,16 @@ an engine actor that dies. What thresher adds: documents are cut to fit before t
 reach it (fit_conversation, never the template), sampling is explicit, and a failed
 row comes back as an error rather than failing the run.
 
+The prompts reach vLLM as token ids, rendered and tokenized here: Ray's own
+chat-template, tokenize and detokenize stages are off. Those stages are CPU actors
+that load the tokenizer from `model_source` on whatever node Ray places them, and on
+KubeRay the CPU workers do not mount the models volume, so they could not start and
+every row failed. vLLM detokenizes the answer itself (SamplingParams.detokenize).
+
 Each result: text, prompt_tokens, completion_tokens, truncated_output (the answer
 stopped at max_new_tokens) and error ("" when none). Ray's vLLM stage does not pass
-vLLM's finish_reason on, so truncation is read from the token count there.
+vLLM's finish_reason on, so truncation is read from the token count and the last
+token there.
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ def vllm_config(spec: dict, gpus: float):
     engine_kwargs = {"max_model_len": 4096, "gpu_memory_utilization": 0.9, **options}
     return vLLMEngineProcessorConfig(
         model_source=model, engine_kwargs=engine_kwargs, batch_size=batch_size,
-        concurrency=concurrency, should_continue_on_error=True)
+        concurrency=concurrency, should_continue_on_error=True,
+        chat_template_stage=False, tokenize_stage=False, detokenize_stage=False)
 
 
 def http_config(spec: dict):
@@ -71,21 +79,30 @@ def http_config(spec: dict):
 
 
 def build(spec: dict, sampling: Sampling, model_name: str | None = None, gpus: float = 0):
-    """The processor: rows {ROW, "conversation"} in, result rows out."""
+    """The processor: rows {ROW, "conversation"} in (and "tokens", the prompt's ids, for
+    vLLM), result rows out."""
     from ray.data.llm import build_processor
 
     params = {"temperature": sampling.temperature, "top_p": sampling.top_p,
-              "max_tokens": sampling.max_new_tokens, "seed": sampling.seed}
+              "max_tokens": sampling.max_new_tokens}  # no seed: see vllm_engine.py
+    if sampling.stop_token_ids:
+        params["stop_token_ids"] = list(sampling.stop_token_ids)
     if spec["engine"] == "vllm":
         def to_request(row):
-            return {ROW: row[ROW], "messages": row["conversation"], "sampling_params": params}
+            return {ROW: row[ROW], "tokenized_prompt": list(row["tokens"]),
+                    "sampling_params": params}
 
         def to_result(row):
+            # Ray's stage does not pass finish_reason on: an answer that reached the
+            # limit without ending on an end-of-turn token was cut.
             made = int(row.get("num_generated_tokens") or 0)
+            tokens = list(row.get("generated_tokens") or [])
+            ended = bool(tokens) and int(tokens[-1]) in sampling.stop_token_ids
             return {ROW: row[ROW], "text": row.get("generated_text") or "",
                     "prompt_tokens": int(row.get("num_input_tokens") or 0),
                     "completion_tokens": made,
-                    "truncated_output": made >= sampling.max_new_tokens, ERROR: ""}
+                    "truncated_output": made >= sampling.max_new_tokens and not ended,
+                    ERROR: ""}
 
         return build_processor(vllm_config(spec, gpus), preprocess=to_request,
                                postprocess=to_result)
@@ -93,9 +110,10 @@ def build(spec: dict, sampling: Sampling, model_name: str | None = None, gpus: f
         raise ValueError(f"no ray.data.llm processor for engine {spec['engine']!r}")
     from thresher.models.llm.openai_engine import vllm_server_fields
 
-    body = dict(params)
+    body = {k: v for k, v in params.items() if k != "stop_token_ids"}
     if spec.get("vllm_sampling", True):  # see OpenAIEngine: the offline engines' greedy
         body.update(vllm_server_fields(spec.get("max_input_tokens")))
+        body.update({k: v for k, v in params.items() if k == "stop_token_ids"})
 
     def to_payload(row):
         return {ROW: row[ROW], "payload": {"model": model_name, "messages": row["conversation"],
@@ -122,14 +140,23 @@ def _from_http(row: dict, sampling: Sampling) -> dict:
 
 
 def generate_rows(spec: dict, conversations: list[list[dict]], sampling: Sampling,
-                  model_name: str | None = None) -> list[dict]:
+                  model_name: str | None = None, tokenizer=None) -> list[dict]:
     """Run the conversations through the spec's processor on the Ray cluster; one
-    result per conversation, in order. When the processor run itself fails (a
-    server that stays down past the retries), the rows that did not come back get
-    that error, and the caller decides (the DataMan teacher marks them failed)."""
+    result per conversation, in order. vLLM needs the model's `tokenizer` here (the
+    prompts go as token ids). When the processor run itself fails (a server that
+    stays down past the retries), the rows that did not come back get that error,
+    and the caller decides (the DataMan teacher marks them failed)."""
     import ray
 
+    from thresher.models.llm import prompt_ids
+
     rows = [{ROW: i, "conversation": c} for i, c in enumerate(conversations)]
+    if spec["engine"] == "vllm":
+        if tokenizer is None:
+            raise ValueError(f"the vLLM processor renders prompts where the run starts: "
+                             f"{spec.get('model')} must be a model folder on this machine too "
+                             "(mount the models volume on the head node)")
+        rows = [{**row, "tokens": prompt_ids(row["conversation"], tokenizer)} for row in rows]
     results: dict[int, dict] = {}
     if rows:
         dataset = ray.data.from_items(rows)

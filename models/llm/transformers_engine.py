@@ -85,7 +85,9 @@ class TransformersEngine:
                 **encoded, max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
                 temperature=None if greedy else sampling.temperature,
                 top_p=None if greedy else sampling.top_p, top_k=None,
-                pad_token_id=self.tokenizer.pad_token_id, max_time=self.timeout_s)
+                pad_token_id=self.tokenizer.pad_token_id, max_time=self.timeout_s,
+                **({"eos_token_id": list(sampling.stop_token_ids)}
+                   if sampling.stop_token_ids else {}))
         seconds = time.perf_counter() - started
         new_tokens = output[:, encoded["input_ids"].shape[1]:]
         results = []
@@ -96,5 +98,6 @@ class TransformersEngine:
                 prompt_tokens=int(encoded["attention_mask"][i].sum()),
                 completion_tokens=int(len(tokens)),
                 truncated_prompt=fitted[i][3], seconds=seconds,
-                truncated_output=len(tokens) >= sampling.max_new_tokens))
+                truncated_output=len(tokens) >= sampling.max_new_tokens and not (
+                    len(tokens) and int(tokens[-1]) in sampling.stop_token_ids)))
         return results

@@ -7,15 +7,30 @@ installed (`pip install -c constraints-gpu.txt 'thresher[gpu]'` adds it). The ca
 below are those of the pinned vLLM (0.33.0); tests/test_vllm_api.py checks them
 against that release's source.
 
-Failures: an error of one batch (vLLM's own VLLMError, or a bad input) is an
-EngineError, and the stage retries the batch, then fails it alone. A dead engine
-(EngineDeadError) cannot serve another batch: the worker ends with its child
-processes (vLLM's engine core holds the GPU memory) and Ray restarts it; the stage's
-attempt guard quarantines a batch that keeps killing workers.
+Failures: any error of one batch (vLLM's own VLLMError, a chat template that refuses
+a conversation, a bad input) is an EngineError, and the stage retries the batch, then
+fails it alone. A dead engine (EngineDeadError) cannot serve another batch: the worker
+ends with its child processes (vLLM's engine core holds the GPU memory) and Ray
+restarts it; the stage's attempt guard quarantines a batch that keeps killing workers.
+
+Loading: thresher's own deadline (`timeout_s`, 900 s) ends a load that hangs, and
+vLLM's engine-ready wait (VLLM_ENGINE_READY_TIMEOUT_S, 600 s in vLLM 0.33.0's
+vllm/envs.py, read once when vllm/v1/engine/core_client.py is imported) is set above it
+before vllm is imported, so the two do not race. Ray restarts an actor whose load was
+ended without limit, so the loads of one model by one Ray job on one node are
+counted: after LOAD_TRIES the constructor raises, and the run stops with that message.
+
+Sampling: no per-request seed. vLLM 0.33.0 samples the requests that carry their own
+seed one by one, each with its own generator (vllm/v1/sample/ops/topk_topp_sampler.py,
+random_sample: "This can be slow because we handle each request one by one"), and
+requests that share a seed draw the same noise. The engine is seeded once instead.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +40,8 @@ from thresher.models.llm.watchdog import deadline, end_worker
 # The GPU memory vLLM may take on a GPU the worker has to itself; a worker with a share
 # of a GPU (num_gpus: 0.5) takes that share of it, so that its neighbours can start.
 GPU_MEMORY_FRACTION = 0.9
+LOAD_TRIES = 3  # loads of one model by one Ray job on one node before the run stops
+READY_MARGIN_S = 120  # vLLM's engine-ready wait, above thresher's load deadline
 
 
 def gpu_share() -> float:
@@ -47,6 +64,8 @@ class VLLMEngine:
                  batch_size: int = 256, max_input_tokens: int | None = None,
                  timeout_s: float | None = 900, tokenizer: str | None = None,
                  enforce_eager: bool = False, seed: int = 0, **engine_args):
+        os.environ.setdefault("VLLM_ENGINE_READY_TIMEOUT_S",
+                              str(int(timeout_s or 600) + READY_MARGIN_S))
         try:
             from vllm import LLM
         except ImportError as err:
@@ -63,10 +82,18 @@ class VLLMEngine:
         if gpu_memory_utilization is None:
             gpu_memory_utilization = round(GPU_MEMORY_FRACTION * gpu_share(), 3)
         self.gpu_memory_utilization = gpu_memory_utilization
+        tries = _count_load(str(model))
+        if tries > LOAD_TRIES:
+            raise EngineError(
+                f"loading {self.name} in vLLM failed {LOAD_TRIES} times on this node (each "
+                f"ended after {timeout_s:g} s or by an error): see the worker logs; a first "
+                "load compiles kernels, so keep VLLM_CACHE_ROOT on a volume, or raise "
+                "timeout_s")
         with deadline(timeout_s, f"loading {self.name} in vLLM"):
             self.llm = LLM(model=str(model), tokenizer=tokenizer, max_model_len=max_model_len,
                            gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
                            enforce_eager=enforce_eager, seed=seed, **engine_args)
+        _count_load(str(model), reset=True)
 
     @property
     def text_tokenizer(self):
@@ -79,11 +106,18 @@ class VLLMEngine:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         # No truncate_prompt_tokens (gone from SamplingParams since vLLM 0.17, and it
-        # cut the template): the document is cut to fit before the call.
+        # cut the template): the document is cut to fit before the call. No seed: see
+        # the module's docstring.
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=sampling.max_new_tokens, seed=sampling.seed)
-        tokenizer = self.llm.get_tokenizer()
-        fitted = [fit_conversation(c, tokenizer, self.max_input_tokens) for c in conversations]
+                                max_tokens=sampling.max_new_tokens,
+                                stop_token_ids=list(sampling.stop_token_ids) or None)
+        try:
+            tokenizer = self.llm.get_tokenizer()
+            fitted = [fit_conversation(c, tokenizer, self.max_input_tokens)
+                      for c in conversations]
+        except Exception as err:  # a template that refuses the conversation, a bad input
+            raise EngineError(f"vLLM could not render a batch of {len(conversations)}: "
+                              f"{type(err).__name__}: {err}") from err
         out: list[Generation] = []
         for start in range(0, len(conversations), self.batch_size):
             chunk = [conv for conv, _, _, _ in fitted[start:start + self.batch_size]]
@@ -94,7 +128,7 @@ class VLLMEngine:
                     results = self.llm.chat(chunk, params, use_tqdm=False)
             except EngineDeadError as err:
                 end_worker(f"vLLM's engine died: {err}")
-            except (VLLMError, RuntimeError, ValueError, MemoryError) as err:
+            except (VLLMError, Exception) as err:  # any error fails the batch, not its rows
                 raise EngineError(f"vLLM failed on a batch of {len(chunk)}: "
                                   f"{type(err).__name__}: {err}") from err
             seconds = time.perf_counter() - started
@@ -106,3 +140,26 @@ class VLLMEngine:
                     truncated_prompt=was_cut, seconds=seconds,
                     truncated_output=completion.finish_reason == "length"))
         return out
+
+
+def _count_load(model: str, reset: bool = False) -> int:
+    """This load's number among the loads of `model` by this Ray job on this node (a
+    file in the node's temp folder, since a restarted actor is a new process); reset
+    after a load that finished."""
+    job = "local"
+    try:
+        import ray
+
+        if ray.is_initialized():
+            job = ray.get_runtime_context().get_job_id()
+    except Exception:  # not in a Ray worker
+        pass
+    name = hashlib.sha1(f"{job}:{model}".encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / "thresher-loads" / name
+    if reset:
+        path.unlink(missing_ok=True)
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tries = (int(path.read_text() or 0) if path.exists() else 0) + 1
+    path.write_text(str(tries))
+    return tries

@@ -224,6 +224,7 @@ def _stage_spec(entry: object, index: int, source: str) -> StageSpec:
         stage = spec.build()
         stage.check()  # parameters, model files exist and load
         spec.fusable, spec.memory_estimate = stage.fusable, stage.memory_estimate()
+        spec.resources = stage.resources  # a stage may take what its model needs
     except ModelNotFound as err:
         raise ConfigError(f"{where} ({name}): {err}") from None
     except (TypeError, ValueError, OSError, RuntimeError) as err:

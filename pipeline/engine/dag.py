@@ -176,11 +176,14 @@ def _size_pools(segments: list[Segment], cpus: float, gpus: float, units: int,
             sizes[id(seg)] = max(1, math.floor(share / max(seg.num_cpus, 1e-9) + 1e-9))
     # Alone on the cluster, a pool may grow with it (an autoscaling cluster adds
     # nodes); beside other operators it stops at its share so that they keep theirs.
+    # A GPU pool always may: GPU nodes bring their own CPUs, and a GPU group that
+    # idles at 0 replicas has one GPU (or none) when the run plans, so a pool sized
+    # then would never use the GPUs the autoscaler adds.
     alone = len(segments) == 1 and not read_task and not settle_task
     for seg in growing:
         workers = sizes[id(seg)]
         initial = min(workers, units) if seg.reads else 1
-        seg.pool = (1, None if alone else workers, max(1, initial))
+        seg.pool = (1, None if alone or seg.num_gpus else workers, max(1, initial))
 
 
 # On an autoscaling cluster (KubeRay), how long to wait for the autoscaler to add the

@@ -115,13 +115,14 @@ def _start_head(cluster_dir, port, num_cpus, timeout, dashboard_port) -> str:
 
 
 def start_node(cluster_dir: str | Path, num_cpus: int = 1, timeout: float = 90,
-               hide: str | Path | None = None) -> subprocess.Popen:
+               hide: str | Path | None = None, num_gpus: int = 0) -> subprocess.Popen:
     """A second node joining the head started from `cluster_dir`, on this machine
     (loopback, the head's token), as a node of a real cluster joins: for tests of
     work spread over nodes and of a node lost mid-run. `hide`: a folder this node
     must not see (it gets an empty tmpfs over it in a mount namespace of its own, as
-    a worker pod does not see the head's volume; needs root). Stopped with the head,
-    or by signalling its process group."""
+    a worker pod does not see the head's volume; needs root). `num_gpus`: GPUs the node
+    declares to Ray (none need exist: for tests of how GPU pools are planned). Stopped
+    with the head, or by signalling its process group."""
     cluster_dir = Path(cluster_dir).resolve()
     info = json.loads((cluster_dir / "cluster.json").read_text())
     env = client_env(cluster_dir)
@@ -130,7 +131,7 @@ def start_node(cluster_dir: str | Path, num_cpus: int = 1, timeout: float = 90,
     log_path = cluster_dir / f"node-{nodes + 1}.log"
     command = [str(Path(sys.executable).with_name("ray")), "start", "--block",
                f"--address={info['address']}", "--node-ip-address=127.0.0.1",
-               f"--num-cpus={num_cpus}", "--disable-usage-stats"]
+               f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", "--disable-usage-stats"]
     if hide:
         command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                    'mount -t tmpfs tmpfs "$1" && shift && exec "$@"', "sh", str(hide), *command]
