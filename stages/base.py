@@ -55,10 +55,6 @@ class Resources:
                              "concurrency >= 1 or auto, batch_size >= 1, memory in bytes)")
         return res
 
-    @property
-    def auto_pool(self) -> bool:
-        return self.concurrency is None
-
 
 MAX_BATCH_ATTEMPTS = 3
 
@@ -74,7 +70,6 @@ class Stage:
 
     name: ClassVar[str]
     columns: ClassVar[dict[str, pa.DataType]]  # what __call__ adds, by type
-    stateful: ClassVar[bool] = True  # holds a model: runs as a Ray actor pool
     # True: the stage sees only rows that still pass the config's filters on the
     # columns earlier stages added (for costly stages whose work on a dropped row
     # would be thrown away, such as WRAP); the others get the stage's columns as nulls.
@@ -102,6 +97,7 @@ class Stage:
     # It may keep files (a trained model) in workdir and name them in its values.
     needs_calibration: bool = False
     calibration_columns: tuple[str, ...] = ()
+    calibration_rows: int = 5000  # the sample's size it asks for (the largest ask wins)
 
     def calibrate(self, sample: pa.Table, workdir: Path) -> dict:
         raise NotImplementedError

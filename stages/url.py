@@ -24,7 +24,6 @@ class URLBlocklist(Stage):
     name = "url"
     columns = {"url_blocked": pa.bool_(), "url_blocked_reason": pa.string()}
     gate = True
-    stateful = False
     default_resources = Resources(batch_size=2048)
 
     def __init__(self, domain_lists: list[str] | str = (), substring_lists: list[str] | str = (),

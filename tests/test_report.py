@@ -128,7 +128,7 @@ def filter_tables() -> tuple[pa.Table, pa.Table]:
         "heuristics_c4": [True, True, True],
         "heuristics_c4_reason": pa.nulls(3, pa.string()),
         "url_blocked": [False, False, True],
-        "url_block_reason": [None, None, "adult_domain"],  # failed, but not a rule here
+        "url_blocked_reason": [None, None, "adult_domain"],  # failed, but not a rule here
     })
     rejected = pa.table({
         "lang_score": pa.array([0.9, 0.9, 0.2], pa.float32()),
@@ -138,7 +138,7 @@ def filter_tables() -> tuple[pa.Table, pa.Table]:
         "heuristics_c4": [True, True, True],
         "heuristics_c4_reason": pa.nulls(3, pa.string()),
         "url_blocked": [False, False, False],
-        "url_block_reason": pa.nulls(3, pa.string()),
+        "url_blocked_reason": pa.nulls(3, pa.string()),
         "drop_reason": ["heuristics_gopher_quality=false:gopher_short_doc"] * 2
                        + ["lang_score<0.5"],
     })
@@ -149,13 +149,13 @@ def test_filter_failures_are_counted_per_filter_and_reason():
     curated, rejected = filter_tables()
     columns = report._reason_columns(curated, rejected)
     assert columns == ["heuristics_gopher_quality_reason", "heuristics_c4_reason",
-                       "url_block_reason"]  # not drop_reason: the manifest counts those
+                       "url_blocked_reason"]  # not drop_reason: the manifest counts those
 
     bars, passed = report._failure_bars(columns, curated, rejected)
     assert [(label, n) for label, n, _ in bars] == [
         ("heuristics_gopher_quality: gopher_short_doc", 2),
         ("heuristics_gopher_quality: gopher_below_alpha_threshold", 1),
-        ("url_block: adult_domain", 1)]
+        ("url_blocked: adult_domain", 1)]
     assert len({color for *_, color in bars}) == 2  # one colour per filter
     assert passed == ["heuristics_c4"]
 
@@ -166,7 +166,7 @@ def test_filter_failures_are_counted_per_filter_and_reason():
 
 def test_filters_no_row_failed_are_a_note_not_an_empty_plot():
     curated, rejected = filter_tables()
-    passing = [t.drop_columns(["heuristics_gopher_quality_reason", "url_block_reason"])
+    passing = [t.drop_columns(["heuristics_gopher_quality_reason", "url_blocked_reason"])
                for t in (curated, rejected)]
     why = not_drawn(report.plots(manifest(), *passing))
     assert why == {"rows failing each filter, by reason (sample of 6)":

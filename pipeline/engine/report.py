@@ -152,7 +152,7 @@ def _score_columns(*tables: pa.Table) -> list[str]:
 
 
 def _reason_columns(*tables: pa.Table) -> list[str]:
-    """Per-filter reason columns (`heuristics_c4_reason`, `url_block_reason`): why a
+    """Per-filter reason columns (`heuristics_c4_reason`, `url_blocked_reason`): why a
     row failed that filter, null where it passed. `drop_reason` is not one: it is the
     run's decision, plotted from the manifest's exact counts."""
     names = []

@@ -73,7 +73,7 @@ def _sample(config: Config, shards: list[Shard], stages, last: int) -> pa.Table:
     by the stages up to the last one that calibrates (the later ones are not needed)."""
     from thresher.pipeline.engine import dag
 
-    wanted = max(getattr(s, "calibration_rows", 5000) for s in stages)
+    wanted = max(s.calibration_rows for s in stages)
     columns = sorted({c for s in stages for c in s.calibration_columns})
     partial = replace(config, stages=config.stages[: last + 1])
     units = sample_units(shards, wanted)
