@@ -70,6 +70,9 @@ class Stage:
 
     name: ClassVar[str]
     columns: ClassVar[dict[str, pa.DataType]]  # what __call__ adds, by type
+    # Columns of other stages (or of the input) that __call__ reads, besides `text` and
+    # `id`: the config check refuses a pipeline that makes one after this stage.
+    reads: ClassVar[tuple[str, ...]] = ()
     # True: the stage sees only rows that still pass the config's filters on the
     # columns earlier stages added (for costly stages whose work on a dropped row
     # would be thrown away, such as WRAP); the others get the stage's columns as nulls.

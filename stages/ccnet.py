@@ -24,6 +24,7 @@ class CCNetPerplexity(Stage):
     name = "ccnet"
     columns = {"ccnet_ppl": pa.float32(), "ccnet_bucket": pa.string()}
     default_resources = Resources(batch_size=256)
+    reads = ("lang",)  # the language picks the model
     calibration_columns = ("lang", "ccnet_ppl")
 
     def __init__(self, lm_dir: str = "ccnet-default", cutoffs: str | dict | None = None,

@@ -36,6 +36,7 @@ class HarmfulPerplexity(Stage):
     name = "harm"
     columns = {"harm_ppl": pa.float32(), "harm_xent": pa.float32(), "harm_flag": pa.bool_()}
     default_resources = Resources(batch_size=256)
+    reads = ("lang",)  # the language picks the model
     calibration_columns = ("lang", "harm_ppl", "harm_xent")
 
     def __init__(self, models: str | dict = "harm-default", rule: str = AUTO,

@@ -34,6 +34,8 @@ def test_default_config_runs_every_built_stage():
     ("stages:\n  - stage: lang\n    resources: {gpus: 1}\n", "unknown resource keys"),
     ("run:\n  max_text_bytes: -1\n", "positive integer"),
     ("stagez: []\n", "unknown top-level keys"),
+    ("stages:\n  - stage: ccnet\n  - stage: lang\n",
+     "stage ccnet reads column 'lang', which stage lang adds after it: put lang before ccnet"),
     ("stages: [\n", "not valid YAML"),
 ])
 def test_config_errors_name_the_problem(tmp_path, text, message):

@@ -107,6 +107,7 @@ def parse_config(raw: object, source: str) -> Config:
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: a stage is listed twice: {names}")
+    _check_reads(stages, source)
     produced = {col for s in stages for col in s.cls.columns}
     filters = []
     for text in raw.get("filters") or []:
@@ -202,6 +203,21 @@ def _run_options(values: dict, source: str) -> RunOptions:
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{source}: run.{key} must be a positive integer, got {value!r}")
     return opts
+
+
+def _check_reads(stages: list[StageSpec], source: str) -> None:
+    """A stage that reads a column a later stage makes would find it missing on every
+    row (and quarantine them all): refuse the order, naming both stages. A column no
+    stage makes must come with the input."""
+    makers = {col: spec.name for spec in stages for col in spec.cls.columns}
+    made: set[str] = set()
+    for spec in stages:
+        for col in spec.cls.reads:
+            if col in makers and col not in made:
+                raise ConfigError(f"{source}: stage {spec.name} reads column {col!r}, which "
+                                  f"stage {makers[col]} adds after it: put {makers[col]} "
+                                  f"before {spec.name}")
+        made |= set(spec.cls.columns)
 
 
 def _stage_spec(entry: object, index: int, source: str) -> StageSpec:
