@@ -19,6 +19,7 @@ from thresher.pipeline.io.storage import Store
 from thresher.pipeline.steps.dedup.common import (CLUSTERS, FORMAT_FILE, INDEX_FILE,
                                                   SIGNATURES, URLS, DedupError, read_folder,
                                                   read_latest)
+from thresher.pipeline.steps.dedup.urls import dropped_by_url
 from thresher.stages.dedup import Dedup, shard_folder
 
 
@@ -95,12 +96,7 @@ def _kept_urls(store: Store, folder: str, number: int) -> np.ndarray:
     if sig is None or not sig.num_rows or "url" not in sig.column_names:
         return np.zeros(0, np.uint64)
     uid, url = sig.column("uid").to_numpy(), sig.column("url").to_numpy()
-    kept = (url != 0) & ((uid >> 32) != number)
-    dropped = read_latest(store, f"{URLS}/{folder}", ["url_keep"])
-    if dropped is not None and dropped.num_rows:
-        lost = dropped.column("uid").to_numpy()[
-            ~dropped.column("url_keep").to_numpy(zero_copy_only=False).astype(bool)]
-        kept &= ~np.isin(uid, lost)
+    kept = (url != 0) & ((uid >> 32) != number) & ~np.isin(uid, dropped_by_url(store, folder))
     return np.unique(url[kept])
 
 

@@ -36,7 +36,7 @@ from thresher.pipeline.steps.dedup.common import (CLUSTERS, FORMAT_FILE, KEY_SCH
                                                   rep_key, units)
 from thresher.pipeline.steps.dedup.ranged import range_of
 from thresher.pipeline.steps.dedup.signatures import key_rows
-from thresher.pipeline.steps.dedup.urls import INDEX_SCHEMA
+from thresher.pipeline.steps.dedup.urls import INDEX_SCHEMA, dropped_by_url, with_url
 from thresher.stages.dedup import Dedup, shard_folder
 
 log = logging.getLogger(__name__)
@@ -150,18 +150,11 @@ def _key_rows(batch: pa.Table, *, out: str, level: int, stamp: str) -> pa.Table:
 def _url_rows(batch: pa.Table, *, out: str, level: int, stamp: str) -> pa.Table:
     store = Store.at(out)
     (unit,) = batch.to_pylist()
-    sig = read_folder(store, f"{SIGNATURES}/{unit['folder']}",
-                      ["uid", "row", "id", "prio", "url", "crawl"])
+    sig = with_url(store, unit["folder"])
     if sig is None:
         return URL_INDEX_ROWS.empty_table()
-    sig = sig.filter(pa.array(sig.column("url").to_numpy() != 0))
     uid, n = sig.column("uid").to_numpy(), sig.num_rows
-    kept = np.ones(n, bool)
-    dropped = read_latest(store, f"{URLS}/{unit['folder']}", ["url_keep"])
-    if dropped is not None and dropped.num_rows:
-        lost = dropped.column("uid").to_numpy()[
-            ~dropped.column("url_keep").to_numpy(zero_copy_only=False).astype(bool)]
-        kept &= ~np.isin(uid, lost)
+    kept = ~np.isin(uid, dropped_by_url(store, unit["folder"]))
     url = sig.column("url").to_numpy()
     return pa.table({"bucket": range_of(url, level), "url": url, "uid": uid,
                      "folder": [unit["folder"]] * n, "row": sig.column("row"),

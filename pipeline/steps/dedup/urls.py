@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from thresher.pipeline.io.storage import Store
 from thresher.pipeline.steps.dedup import ranged
 from thresher.pipeline.steps.dedup.common import (NONE, SIGNATURES, URL_INDEX, URLS, col,
-                                                  id_rank, read_folder, units)
+                                                  id_rank, read_folder, read_latest, units)
 from thresher.pipeline.steps.dedup.ranged import range_of
 
 SAME_CRAWL = "same URL in this crawl"
@@ -76,16 +76,26 @@ def decide_urls(store: Store, folders: list[str], departed, *, level: int, writt
             for row in batch.to_pylist()], stats
 
 
+def with_url(store: Store, folder: str) -> pa.Table | None:
+    """A shard's signed documents that have a URL, with what the URL choice needs."""
+    sig = read_folder(store, f"{SIGNATURES}/{folder}", ["uid", "row", "id", "prio", "url", "crawl"])
+    return None if sig is None else sig.filter(pa.array(sig.column("url").to_numpy() != 0))
+
+
+def dropped_by_url(store: Store, folder: str) -> np.ndarray:
+    """The uids of a shard's documents that their latest URL decision drops."""
+    decided = read_latest(store, f"{URLS}/{folder}", ["url_keep"])
+    if decided is None or not decided.num_rows:
+        return np.zeros(0, np.int64)
+    keep = decided.column("url_keep").to_numpy(zero_copy_only=False).astype(bool)
+    return decided.column("uid").to_numpy()[~keep]
+
+
 def _url_rows(batch: pa.Table, *, out: str, level: int) -> pa.Table:
     """A new shard's documents that have a URL, with what the choice needs."""
-    store = Store.at(out)
     (unit,) = batch.to_pylist()
-    sig = read_folder(store, f"{SIGNATURES}/{unit['folder']}",
-                      ["uid", "row", "id", "prio", "url", "crawl"])
-    if sig is None:
-        return URL_ROW_SCHEMA.empty_table()
-    sig = sig.filter(pa.array(sig.column("url").to_numpy() != 0))
-    n = sig.num_rows
+    sig = with_url(Store.at(out), unit["folder"])
+    n = 0 if sig is None else sig.num_rows
     if not n:
         return URL_ROW_SCHEMA.empty_table()
     url = sig.column("url").to_numpy()
