@@ -106,6 +106,7 @@ $(STAMPS)/chromium:
 
 # pytest exits 5 when it collects no test: that must fail, not pass.
 test: setup $(VLLM_SRC)/_FETCHED $(STAMPS)/chromium
+	$(BIN)/ruff check --quiet .
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -179,7 +179,6 @@ def test_the_default_mixture_writes_training_tokens_megatron_reads(tmp_path):
     import warnings
     from dataclasses import replace
 
-    import numpy as np
     import yaml
 
     from thresher.models.tokenizer import load_tokenizer
