@@ -1,23 +1,20 @@
-"""One module per stage. `STAGES` maps the names a config uses to their classes;
-a config may also name any Stage subclass as `package.module:Class`."""
+"""One module per stage. Each module registers its stage by defining it; `STAGES` maps
+the names a config uses to their classes. A config may also name any Stage subclass
+as `package.module:Class` (a plugin: docs/stages.md, "Writing a stage")."""
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
-from thresher.stages.base import Resources, Stage
-from thresher.stages.ccnet import CCNetPerplexity
-from thresher.stages.dataman import DataManRating
-from thresher.stages.dedup import Dedup
-from thresher.stages.harm import HarmfulPerplexity
-from thresher.stages.heuristics import HeuristicFilters
-from thresher.stages.lang import LanguageID
-from thresher.stages.url import URLBlocklist
-from thresher.stages.wrap import WrapRephrase
+from thresher.stages.base import REGISTRY, Chart, Resources, Stage
 
-STAGES: dict[str, type[Stage]] = {
-    cls.name: cls for cls in (URLBlocklist, Dedup, LanguageID, HeuristicFilters, CCNetPerplexity,
-                                 HarmfulPerplexity, DataManRating, WrapRephrase)}
+_NOT_STAGES = {"base", "testing"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _NOT_STAGES:
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+STAGES: dict[str, type[Stage]] = REGISTRY
 
 
 def stage_class(name: str) -> type[Stage]:
@@ -36,4 +33,4 @@ def stage_class(name: str) -> type[Stage]:
     raise ValueError(f"unknown stage {name!r}; known stages: {', '.join(sorted(STAGES))}")
 
 
-__all__ = ["STAGES", "Resources", "Stage", "stage_class"]
+__all__ = ["STAGES", "Chart", "Resources", "Stage", "stage_class"]

@@ -11,7 +11,7 @@ import logging
 import os
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
@@ -65,8 +65,33 @@ class BatchFailure(RuntimeError):
     batch with this message instead of splitting it to find a culprit."""
 
 
+# name -> class of every stage defined in the thresher.stages package: a module there
+# registers its stage by defining it (stages/__init__.py imports them all). Stages of
+# other packages are named in a config by their `module:Class` path.
+REGISTRY: dict[str, type["Stage"]] = {}
+
+
+@dataclass
+class Chart:
+    """A bar chart for the run's report, as data (the report draws it): `series`
+    maps a name to one value per label; several series stack (`curated` and
+    `rejected` get their usual colours). `why_not` instead of values says why there is
+    nothing to draw."""
+
+    title: str
+    labels: list[str] = field(default_factory=list)
+    series: dict[str, list[float]] = field(default_factory=dict)
+    ylabel: str = ""
+    xlabel: str = ""
+    log_y: bool = False
+    why_not: str | None = None
+
+
 class Stage:
-    """Base class: subclasses set `name` and `columns`, load models in `setup`."""
+    """Base class: subclasses set `name` and `columns`, load models in `setup`.
+
+    Everything the engine reads is declared here with its default; a stage overrides
+    only what it needs (docs/stages.md, "Writing a stage")."""
 
     name: ClassVar[str]
     columns: ClassVar[dict[str, pa.DataType]]  # what __call__ adds, by type
@@ -91,8 +116,19 @@ class Stage:
     # store, so a worker on a node that cannot see the driver's folders has them too.
     worker_files: ClassVar[tuple[str, ...]] = ()
 
+    # A column this stage's rows are grouped by when the run mixes its curated output
+    # (Aioli's groups, `mixture.group_by`); the first stage in the config that names
+    # one gives the default.
+    mixture_group: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and cls.__module__.startswith("thresher.stages."):
+            REGISTRY[cls.name] = cls
+
     def __init__(self, resources: Resources | None = None):
         self.resources = resources or self.default_resources
+        self._ready = False
 
     # Calibration (see pipeline/steps/calibrate.py): a stage that needs values estimated
     # from the data sets needs_calibration, names the columns it needs from a sample
@@ -112,8 +148,16 @@ class Stage:
     def check(self) -> None:
         """Fail early, on the driver, when a model file cannot be loaded; the config
         check calls it so a corrupt or wrong file is an error at set-up, not mid-run.
-        The default loads what setup() loads."""
-        self.setup()
+        The default loads what setup() loads (once: see ready())."""
+        self.ready()
+
+    def ready(self) -> "Stage":
+        """setup() once for this instance: the config check's loaded models serve the
+        driver's calibration too, instead of being loaded again."""
+        if not getattr(self, "_ready", False):
+            self.setup()
+            self._ready = True
+        return self
 
     def model_files(self) -> list[Path]:
         """The files this stage's scores depend on: saved calibration is reused only
@@ -139,46 +183,29 @@ class Stage:
         """Null columns of the right types, for rows this stage did not score."""
         return {col: pa.nulls(num_rows, typ) for col, typ in self.columns.items()}
 
+    # --- hooks the engine calls around the stream; the defaults do nothing ---------
 
-ATTEMPTS_ACTOR = "thresher-attempts"
+    def settle(self, rows: pa.Table, curated: pa.Array) -> tuple[pa.Table, pa.Table | None, dict]:
+        """Once a shard's rows are decided (`curated`: a mask over `rows`), before they
+        are written: (the rows to write, rows this stage makes from them, or None, and
+        counts for the run's tally). A stage that makes rows (WRAP's paraphrases)
+        overrides it; its rows go to curated/ beside the real ones, outside the row
+        invariant, and its counts are summed over the run for made_summary()."""
+        return rows, None, {}
 
+    def made_summary(self, counts: dict) -> dict:
+        """The manifest's `made_rows` entry for this stage, from the summed counts."""
+        return dict(counts)
 
-class AttemptCounts:
-    """Deaths per batch, for attempt_guard, held by one actor per run (the driver
-    starts it: start_attempt_counts) so that every node sees the same counts and a
-    killed run's counts end with it."""
-
-    def __init__(self):
-        self.counts: dict[str, int] = {}
-
-    def bump(self, key: str) -> int:
-        """The deaths counted so far, then one more for the try that starts now."""
-        deaths = self.counts.get(key, 0)
-        self.counts[key] = deaths + 1
-        return deaths
-
-    def clear(self, key: str) -> None:
-        self.counts.pop(key, None)
-
-    def count(self, key: str) -> int:
-        return self.counts.get(key, 0)
-
-
-def batch_key(ids: list[str], stage: str) -> str:
-    return f"{stage}-" + hashlib.sha1("\n".join(ids).encode()).hexdigest()[:20]
-
-
-def start_attempt_counts():
-    """On the driver, before the workers start: the run's counter actor (it lives as
-    long as the driver's job). Returns its handle; keep it while the run lasts."""
-    import ray
-
-    return ray.remote(AttemptCounts).options(name=ATTEMPTS_ACTOR, get_if_exists=True,
-                                             num_cpus=0).remote()
+    def charts(self, curated: pa.Table, rejected: pa.Table, manifest: dict) -> list[Chart]:
+        """The report's charts for this stage, from a sample of the scalar columns of
+        the curated and rejected rows (no text) and the run's manifest. Histograms of
+        float score columns are drawn for every stage without asking."""
+        return []
 
 
 class _FileCounts:
-    """Outside a Ray worker (a stage called directly, in tests or benches): a file
+    """Outside a run's workers (a stage called directly, in tests or benches): a file
     per batch under this machine's temp folder."""
 
     def __init__(self, stage: str):
@@ -195,42 +222,30 @@ class _FileCounts:
         (self.folder / key).unlink(missing_ok=True)
 
 
-class _ActorCounts:
-    def __init__(self, actor):
-        self.actor = actor
-
-    def bump(self, key: str) -> int:
-        import ray
-
-        return ray.get(self.actor.bump.remote(key))
-
-    def clear(self, key: str) -> None:
-        import ray
-
-        ray.get(self.actor.clear.remote(key))
+def batch_key(ids: list[str], stage: str) -> str:
+    return f"{stage}-" + hashlib.sha1("\n".join(ids).encode()).hexdigest()[:20]
 
 
-def _attempt_counts(stage: str):
-    try:
-        import ray
+# Where attempt_guard counts deaths: the engine installs the run's shared counter in
+# each of its workers (pipeline/engine/ray_attempts.py); stages know no Ray.
+_counts_for = _FileCounts
 
-        context = ray.get_runtime_context() if ray.is_initialized() else None
-        if context is not None and (context.get_actor_id() or context.get_task_id()):
-            return _ActorCounts(ray.get_actor(ATTEMPTS_ACTOR))
-    except (ImportError, ValueError):  # no run's counter (a worker outside a run)
-        pass
-    return _FileCounts(stage)
+
+def use_attempt_counts(factory) -> None:
+    """factory(stage name) -> an object with bump(key) -> deaths so far, and clear(key)."""
+    global _counts_for
+    _counts_for = factory
 
 
 @contextmanager
 def attempt_guard(ids: list[str], stage: str):
     """Around an engine call that may kill its worker (watchdog, CUDA crash): Ray
     retries such a batch without end, so the tries of this exact batch are counted
-    (by the run's counter actor, which every node reaches), and after
+    (by the counter the engine installed: the run's, which every node reaches), and after
     MAX_BATCH_ATTEMPTS deaths the batch is failed as a whole (BatchFailure). The count
     is dropped once the call returns or raises: only a dead process leaves it behind."""
     key = batch_key(ids, stage)
-    counts = _attempt_counts(stage)
+    counts = _counts_for(stage)
     deaths = counts.bump(key)
     if deaths >= MAX_BATCH_ATTEMPTS:
         counts.clear(key)

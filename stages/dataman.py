@@ -51,6 +51,7 @@ TEACHER_CHUNK = 16  # documents per call to the teacher during calibration
 
 class DataManRating(Stage):
     name = "dataman"
+    mixture_group = "dataman_domain"  # the mixing step's groups, unless the config says
     columns = {**{f"dataman_{r}": pa.int8() for r in RATINGS},
                "dataman_domain": pa.string(), "dataman_domain_name": pa.string(),
                "dataman_source": pa.string(), "dataman_status": pa.string(),

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from thresher.models.minhash import (MinHasher, MinHashSettings, dedup_words, digest64,
                                      url_form)
-from thresher.stages.base import Resources, Stage
+from thresher.stages.base import Chart, Resources, Stage
 
 SCOPES = ("all", "crawl")
 URL_CRAWLS = ("off", "keep_first", "keep_newest")
@@ -171,6 +171,13 @@ class Dedup(Stage):
                 .append_column("dup_url_keep", pa.array(url_keep, pa.bool_()))
                 .append_column("dup_url_keep_reason", pa.array(url_reason, pa.string())))
 
+    def charts(self, curated: pa.Table, rejected: pa.Table, manifest: dict) -> list[Chart]:
+        """Clusters by size (from the dedup step's manifest entry), and the share of
+        documents removed per source and per crawl, where the input has them."""
+        return [_clusters((manifest.get("dedup") or {}).get("clusters_by_size") or {}),
+                *(chart for by in ("source", "crawl")
+                  if (chart := _dup_rate(curated, rejected, by)) is not None)]
+
     def _decisions(self, source_shard: str) -> dict:
         """row -> (content decision or None, URL decision or None) for the shard's rows
         that some decision names."""
@@ -205,3 +212,36 @@ def _across_crawls(columns: list[str], present: list[str]) -> list[str]:
     """The size across all crawls where the file has it (`scope: crawl` counts a
     cluster within its crawl, and the component across crawls as `size_all`)."""
     return [("size_all" if c == "size" and "size_all" in present else c) for c in columns]
+
+
+def _clusters(sizes: dict) -> Chart:
+    title = "duplicate clusters by size (this run's, counting earlier runs' members)"
+    if not sizes:
+        return Chart(title, why_not="dedup found no cluster of duplicates in this run")
+    order = sorted(sizes, key=int)  # read back from JSON, the sizes are strings
+    return Chart(title, [str(k) for k in order], {"clusters": [sizes[k] for k in order]},
+                 xlabel="documents in the cluster", log_y=True)
+
+
+def _dup_rate(curated: pa.Table, rejected: pa.Table, by: str) -> Chart | None:
+    """The share of documents dedup removed, per value of `by` (top 25 by count);
+    None when the input has no such column."""
+    title = f"duplicate rate by {by} (sample)"
+    if by not in curated.column_names + rejected.column_names:
+        return None
+    counts: dict[str, list[int]] = {}  # value -> [rows, rows removed]
+    for table in (curated, rejected):
+        if by not in table.column_names or "dup_keep" not in table.column_names:
+            continue
+        for value, keep in zip(table.column(by).to_pylist(), table.column("dup_keep").to_pylist()):
+            if value is not None and keep is not None:  # no value or no decision: no rate
+                entry = counts.setdefault(str(value), [0, 0])
+                entry[0] += 1
+                entry[1] += keep is False
+    if not counts:
+        return Chart(title, why_not=f"no sampled row has both a `{by}` and a dedup decision")
+    if not any(removed for _, removed in counts.values()):
+        return Chart(title, why_not="dedup removed no sampled document")
+    names = sorted(counts, key=lambda k: -counts[k][0])[:25]
+    return Chart(title, names, {"removed": [100 * counts[n][1] / counts[n][0] for n in names]},
+                 ylabel="% removed as duplicates")

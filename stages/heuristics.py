@@ -56,6 +56,7 @@ class HeuristicFilters(Stage):
         self.params = {name: _params(name, value) for name, value in given.items()
                        if value is not False}
         self.language, self.language_column, self.engine = language, language_column, engine
+        self.reads = (language_column,) if language_column else ()  # when present
         self._filters: dict[tuple[str, str], object] = {}  # built in each worker
         for name, params in self.params.items():  # a bad parameter fails the config
             _filter_classes()[name](**params)

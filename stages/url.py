@@ -41,6 +41,7 @@ class URLBlocklist(Stage):
             raise ValueError("url: no block list entries; give domain_lists / substring_lists "
                              "(files) or domains / substrings, or leave the stage out")
         self.column = column
+        self.reads = (column,)  # when present: rows without it pass
         # one alternation: re's search is far faster than a loop over the entries
         self._substring = re.compile("|".join(map(re.escape, self.substrings))) \
             if self.substrings else None

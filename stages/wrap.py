@@ -18,6 +18,7 @@ is recorded the same way.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from pathlib import Path
@@ -43,6 +44,7 @@ class WrapRephrase(Stage):
     kept_only = True  # paraphrase what is still kept: the rest would be thrown away
     fusable = False  # an LLM: its own operator, not one copy in every CPU worker
     columns = {"wrap_rephrasings": pa.list_(REPHRASING), "wrap_guard_drops": pa.list_(pa.string())}
+    reads = ("lang",)  # when present: paraphrases in the document's language only
     default_resources = Resources(num_cpus=1, concurrency=1, batch_size=16)
 
     def __init__(self, engine: dict | None = None, styles: list[str] | str = "medium",
@@ -186,3 +188,85 @@ class WrapRephrase(Stage):
                 "chunk_count": len(chunks),
                 "prompt_tokens": sum(g.prompt_tokens for g in outputs),
                 "completion_tokens": sum(g.completion_tokens for g in outputs)}, None
+
+
+    # --- after the keep/drop decision: the paraphrases become rows -----------------
+
+    def settle(self, rows: pa.Table, curated: pa.Array) -> tuple[pa.Table, pa.Table, dict]:
+        """The curated documents' paraphrases as rows of their own (synthetic=true);
+        the real rows lose the nested column and get synthetic=false."""
+        made, mix = synthetic_rows(rows.filter(curated), self.ratio)
+        rows = rows.drop_columns(["wrap_rephrasings"]).append_column(
+            "synthetic", pa.array([False] * rows.num_rows))
+        counts = {"real_tokens": mix["real_tokens"]}
+        for style, stats in mix["styles"].items():
+            counts.update({f"{style}.{k}": v for k, v in stats.items()})
+        return rows, made, counts
+
+    def made_summary(self, counts: dict) -> dict:
+        """Rows and tokens per style, apart from the real ones (the invariant counts
+        real rows only), and how close the mix came to the configured ratio."""
+        real = counts.get("real_tokens", 0)
+        styles = sorted({k.split(".")[0] for k in counts if "." in k})
+        return {"real_tokens": real,
+                "styles": {s: {"rows": counts.get(f"{s}.rows", 0),
+                               "tokens": counts.get(f"{s}.tokens", 0),
+                               "dropped_over_ratio": counts.get(f"{s}.over_ratio", 0),
+                               "synthetic_to_real_tokens":
+                                   round(counts.get(f"{s}.tokens", 0) / real, 4) if real else None}
+                           for s in styles},
+                "tokens": "whitespace-separated words"}
+
+
+# What a paraphrase takes from its parent, when the parent has it: the labels a
+# mixture groups by and the crawl's own metadata. Scores are not taken: they were
+# computed on the parent's text, not on the paraphrase's.
+INHERITED = ("lang", "dataman_domain", "dataman_domain_name", "url", "source", "crawl",
+             "date")
+
+SYNTHETIC_SCHEMA = pa.schema([
+    ("id", pa.string()), ("text", pa.string()), ("synthetic", pa.bool_()),
+    ("parent_id", pa.string()), ("style", pa.string()), ("model", pa.string()),
+    ("chunk_count", pa.int32()), ("wrap_prompt_tokens", pa.int32()),
+    ("wrap_completion_tokens", pa.int32()), ("source_shard", pa.string()),
+    ("source_row", pa.int64()),
+])
+
+
+def synthetic_rows(curated: pa.Table, ratio: float) -> tuple[pa.Table, dict]:
+    """The paraphrases of curated documents as rows of their own, at most `ratio`
+    synthetic tokens per real token over all styles together (the paper mixes real
+    and synthetic 1:1; tokens: whitespace words). Which ones go over the cap is
+    decided by a hash of the id, not by order or style."""
+    real_tokens = sum(len(t.split()) for t in curated.column("text").to_pylist())
+    keep = [c for c in INHERITED if c in curated.column_names]
+    made = []
+    for row in curated.select(["id", "source_shard", "source_row", "wrap_rephrasings", *keep]
+                              ).to_pylist():
+        for one in row["wrap_rephrasings"] or []:
+            made.append({
+                "id": f"{row['id']}-wrap-{one['style']}", "text": one["text"],
+                "synthetic": True, "parent_id": row["id"], "style": one["style"],
+                "model": one["model"], "chunk_count": one["chunk_count"],
+                "wrap_prompt_tokens": one["prompt_tokens"],
+                "wrap_completion_tokens": one["completion_tokens"],
+                "source_shard": row["source_shard"], "source_row": row["source_row"],
+                **{c: row[c] for c in keep}})
+    made.sort(key=lambda r: hashlib.sha1(r["id"].encode()).digest())
+    mix: dict = {"real_tokens": real_tokens, "styles": {}}
+    out, tokens = [], 0
+    for row in made:
+        n = len(row["text"].split())
+        stats = mix["styles"].setdefault(row["style"], {"rows": 0, "tokens": 0, "over_ratio": 0})
+        if tokens + n > ratio * real_tokens:
+            stats["over_ratio"] += 1
+            continue
+        tokens += n
+        stats["rows"] += 1
+        stats["tokens"] += n
+        out.append(row)
+    out.sort(key=lambda r: (r["source_row"], r["style"]))
+    schema = SYNTHETIC_SCHEMA
+    for column in keep:
+        schema = schema.append(curated.schema.field(column))
+    return pa.Table.from_pylist(out, schema=schema), mix

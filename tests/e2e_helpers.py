@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from thresher.pipeline.io import storage
 from thresher.pipeline.io.storage import Store
-from thresher.pipeline.engine.write import is_synthetic_part
+from thresher.pipeline.engine.write import is_made_part
 
 
 def output_rows(out: Path | str) -> dict[str, Counter]:
@@ -18,7 +18,7 @@ def output_rows(out: Path | str) -> dict[str, Counter]:
     for outcome in ("curated", "rejected", "quarantine"):
         counter = seen.setdefault(outcome, Counter())
         for part in store.files(outcome, "part-*.parquet"):
-            if is_synthetic_part(part):  # WRAP's synthetic rows: not input rows
+            if is_made_part(part):  # WRAP's synthetic rows: not input rows
                 continue
             cols = ["source_shard", "source_row"] + (["rows"] if outcome == "quarantine" else [])
             for row in store.read_table(part, columns=cols).to_pylist():

@@ -11,8 +11,11 @@ def write(tmp_path, text):
 
 def test_default_config_runs_every_built_stage():
     config = load_config()
-    assert [s.name for s in config.stages] == ["url", "dedup", "lang", "heuristics", "ccnet",
-                                               "harm", "dataman", "wrap"]
+    assert [s.name for s in config.stages] == ["url", "dedup", "length", "lang", "heuristics",
+                                               "ccnet", "harm", "dataman", "wrap"]
+    from thresher.stages import STAGES
+
+    assert sorted(STAGES) == sorted(s.name for s in config.stages)  # every one of them
     assert [str(r) for r in config.filters] == [
         "url_blocked != true", "dup_keep != false", "dup_url_keep != false",
         "lang_score >= 0.5",

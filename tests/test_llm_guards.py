@@ -89,16 +89,20 @@ def test_deaths_are_counted_by_the_run_not_by_a_workers_node(tmp_path):
     node reaches, holds the three deaths (not a file in one node's temp folder)."""
     import ray
 
-    counter = base.start_attempt_counts()  # as the driver does for a run
+    from thresher.pipeline.engine import ray_attempts
+
+    counter = ray_attempts.start()  # as the driver does for a run
     ids = [f"doc-{tmp_path.name}"]
 
     @ray.remote(max_retries=0)
     def dies_inside_the_call(ids):
+        ray_attempts.install()  # as a run's worker does
         with base.attempt_guard(ids, "wrap"):
             os._exit(1)
 
     @ray.remote(max_retries=0)
     def tries_again(ids):
+        ray_attempts.install()
         try:
             with base.attempt_guard(ids, "wrap"):
                 return "ran"

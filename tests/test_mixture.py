@@ -114,9 +114,18 @@ def test_mixture_config_errors():
         ({"mixture": {"baselines": ["uniform"]}}, "not `stratified`"),
         ({"mixture": {"colour": 1}}, "mixture"),
         ({"mixture": {"docs_per_group": 5}}, "docs_per_group"),
+        ({"mixture": {"seed": 1}}, "mixture.group_by is missing, and no configured stage"),
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_config({"stages": [], **text}, "c.yaml")
+
+
+def test_the_groups_default_to_the_column_a_stage_names():
+    from thresher.stages import STAGES
+
+    assert STAGES["dataman"].mixture_group == "dataman_domain"
+    config = parse_config({"stages": [{"stage": "lang"}], "mixture": {"group_by": "lang"}}, "c")
+    assert config.mixture.group_by == "lang"
 
 
 def test_curate_runs_the_mixture_step_and_reports_it(tmp_path, ray_cluster):

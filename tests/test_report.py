@@ -61,9 +61,12 @@ def score_table(lang_score: list[float]) -> pa.Table:
 
 
 def test_columns_with_nothing_to_plot_are_explained_not_drawn_empty():
+    from thresher.stages import STAGES
+
+    stages = [STAGES["dedup"](), STAGES["lang"]()]  # their own charts join the report
     plots = report.plots(manifest(mixture={"skipped": "2 groups needed, found 1"}),
                          score_table([0.9, 0.8, 0.95]), score_table([0.1, 0.2]),
-                         cluster_sizes={}, proportions=None)
+                         proportions=None, stages=stages)
 
     assert set(drawn(plots)) == {"documents by outcome", "rejected documents by drop_reason",
                                  "lang_score (sample)"}
@@ -270,7 +273,8 @@ def test_the_report_of_a_real_run_loads_every_plot_in_chromium(tmp_path, chromiu
     config = parse_config(yaml.safe_load(TOY_CONFIG), "report test config")
     result = curate([str(shard)], tmp_path / "out", config, progress=False)
     meant = report.build_plots(Store.at(str(tmp_path / "out")),
-                               json.loads(result.manifest_path.read_text()))
+                               json.loads(result.manifest_path.read_text()),
+                               [spec.build() for spec in config.stages])
     assert "rows failing each filter, by reason (sample of 40)" in drawn(meant)
     assert "toyfilter_unset (sample)" in not_drawn(meant)
 

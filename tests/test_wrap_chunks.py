@@ -7,7 +7,7 @@ import pytest
 
 from thresher.models.llm import WORD_JOINER
 from thresher.models.wrap import STYLES, build_request, chunk_text, guard, repeated_share
-from thresher.pipeline.engine.write import synthetic_rows
+from thresher.stages.wrap import synthetic_rows
 
 
 def words(text: str) -> int:

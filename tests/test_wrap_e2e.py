@@ -71,7 +71,7 @@ filters: ["lang_score >= 0.6"]
         assert s["id"] == f"{s['parent_id']}-wrap-{s['style']}"
 
     manifest = json.loads(result.manifest_path.read_text())
-    mix = manifest["synthetic"]
+    mix = manifest["made_rows"]["wrap"]
     assert mix["real_tokens"] == sum(len(r["text"].split()) for r in real)
     for style, counts in mix["styles"].items():
         assert counts["synthetic_to_real_tokens"] <= 1.0

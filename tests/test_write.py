@@ -67,3 +67,45 @@ def test_parts_are_bounded_in_bytes(tmp_path):
     parts = list((tmp_path / "curated").iterdir())
     assert len(parts) >= 3
     assert sum(pq.read_metadata(p).num_rows for p in parts) == 30
+
+
+class Echo:
+    """Stands in for a stage whose settle() hook makes rows (as WRAP does): a copy of
+    each curated row, marked; the real rows gain a column."""
+
+    name = "echo"
+
+    def settle(self, rows, curated):
+        made = rows.filter(curated).select(["id", "text", "source_row"])
+        made = made.set_column(0, "id", pa.array([f"{i}-echo" for i in made.column("id").to_pylist()]))
+        real = rows.append_column("echoed", pa.array([True] * rows.num_rows))
+        return real, made, {"rows": made.num_rows}
+
+
+class EchoSpec:
+    params: dict = {}
+
+    def build(self):
+        return Echo()
+
+
+def test_rows_a_stage_makes_are_written_apart_and_tallied_per_stage(tmp_path):
+    from thresher.pipeline.engine.write import is_made_part
+
+    table = scored([
+        {"id": "1", "text": "a", "source_row": 0, "_shard": "s1", "lang": "en", "lang_score": 0.9},
+        {"id": "2", "text": "b", "source_row": 1, "_shard": "s1", "lang": "fr", "lang_score": 0.9},
+        {"id": "3", "text": "c", "source_row": 2, "_shard": "s1", "lang": "de", "lang_score": 0.7}])
+    [tally] = settle(table, rules=RULES, out_dir=str(tmp_path), part_max_rows=10,
+                     makers=(EchoSpec(),)).to_pylist()
+    assert (tally["rows"], tally["curated"], tally["rejected"]) == (3, 2, 1)  # real rows only
+    assert json.loads(tally["made"]) == {"echo": {"rows": 2}}
+    parts = sorted(p.name for p in (tmp_path / "curated").iterdir())
+    made = [p for p in parts if is_made_part(p)]
+    assert len(made) == 1 and len(parts) == 2
+    assert pq.read_table(tmp_path / "curated" / made[0]).column("id").to_pylist() == \
+        ["1-echo", "3-echo"]
+    real = pq.read_table(tmp_path / "curated" / next(p for p in parts if p not in made))
+    assert real.column("echoed").to_pylist() == [True, True]
+    assert json.loads(tally["files"]) == [f"curated/{p}" for p in parts if p not in made] + \
+        [f"rejected/{p.name}" for p in (tmp_path / "rejected").iterdir()]

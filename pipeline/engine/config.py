@@ -5,7 +5,7 @@ name the file and the entry, so a bad config fails before Ray starts."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources as package_files
 from pathlib import Path
 
@@ -32,7 +32,7 @@ class RunOptions:
 class MixtureOptions:
     """The global mixing step after a run (pipeline/steps/mixture.py, DESIGN.md 4 `aioli`)."""
 
-    group_by: str = "dataman_domain"
+    group_by: str | None = None  # None: the first stage's `mixture_group` column
     max_groups: int = 8  # the largest groups; the rest are merged into `other`
     docs_per_group: int = 400  # sampled for the proxy: 80% train, 10% val, 10% test
     proxy: dict = field(default_factory=dict)  # ProxySettings
@@ -57,12 +57,26 @@ class StageSpec:
     # its neighbours, and how many bytes its models take in a worker.
     fusable: bool = True
     memory_estimate: int = 0
+    _stage: Stage | None = field(default=None, init=False, repr=False, compare=False)
 
     def build(self) -> Stage:
-        stage = self.cls(resources=self.resources, **self.params)
-        if self.kept_only is not None:
-            stage.kept_only = self.kept_only
-        return stage
+        """The stage, built once per spec and process: the config check's instance (its
+        models loaded by check()) is the one calibration and the manifest use. Values
+        found before the stream make a new spec (with_params), hence a new stage."""
+        if self._stage is None:
+            stage = self.cls(resources=self.resources, **self.params)
+            if self.kept_only is not None:
+                stage.kept_only = self.kept_only
+            self._stage = stage
+        return self._stage
+
+    def with_params(self, values: dict) -> "StageSpec":
+        """This spec with more parameters (values a step found before the stream)."""
+        return replace(self, params={**self.params, **values})
+
+    def __getstate__(self) -> dict:
+        # Sent to workers without the driver's instance: they build and load their own.
+        return {**self.__dict__, "_stage": None}
 
 
 @dataclass
@@ -119,16 +133,17 @@ def parse_config(raw: object, source: str) -> Config:
             raise ConfigError(f"{source}: filter {text!r} uses column {rule.column!r}, which no "
                               f"configured stage adds (they add: {', '.join(sorted(produced))})")
         filters.append(rule)
-    mixture = _mixture(raw["mixture"], source) if raw.get("mixture") else None
+    mixture = _mixture(raw["mixture"], source, stages) if raw.get("mixture") else None
     config = Config(stages=stages, filters=filters, run=run, source=source, raw=raw,
                     mixture=mixture)
-    from thresher.pipeline.steps.dedup import check_placement  # it imports this module
+    from thresher.pipeline.steps import before_stream  # they import this module
 
-    check_placement(config)
+    for step in before_stream():
+        step.check(config)
     return config
 
 
-def _mixture(values: object, source: str) -> MixtureOptions:
+def _mixture(values: object, source: str, stages: list[StageSpec]) -> MixtureOptions:
     from dataclasses import fields as dataclass_fields
 
     from thresher.models.aioli import AioliSettings
@@ -155,6 +170,13 @@ def _mixture(values: object, source: str) -> MixtureOptions:
                               "{fixed: {group: weight, ...}}")
     if options.max_groups < 1 or options.docs_per_group < 20:
         raise ConfigError(f"{where}: max_groups must be >= 1 and docs_per_group >= 20")
+    if options.group_by is None:
+        groups = [spec.cls.mixture_group for spec in stages if spec.cls.mixture_group]
+        if not groups:
+            raise ConfigError(f"{where}.group_by is missing, and no configured stage names a "
+                              "column to group by: name one (a column of the input or of a "
+                              "stage)")
+        options = replace(options, group_by=groups[0])
     if options.tokenize is not None:
         _check_tokenize(options.tokenize, f"{where}.tokenize")
     if options.proxy.get("tokenizer") is not None:
@@ -212,7 +234,7 @@ def _check_reads(stages: list[StageSpec], source: str) -> None:
     makers = {col: spec.name for spec in stages for col in spec.cls.columns}
     made: set[str] = set()
     for spec in stages:
-        for col in spec.cls.reads:
+        for col in spec.build().reads:
             if col in makers and col not in made:
                 raise ConfigError(f"{source}: stage {spec.name} reads column {col!r}, which "
                                   f"stage {makers[col]} adds after it: put {makers[col]} "

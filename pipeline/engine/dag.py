@@ -27,8 +27,8 @@ import ray
 from thresher.pipeline.engine.config import Config, ConfigError, StageSpec
 from thresher.pipeline.engine.ship import ship
 from thresher.pipeline.engine.worker import SegmentWorker
-from thresher.stages import Resources
-from thresher.stages.base import start_attempt_counts
+from thresher.stages import Resources, Stage
+from thresher.pipeline.engine import ray_attempts
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,9 @@ def build(shards, config: Config, out_dir: str, progress: bool = True):
     settle = {"rules": tuple(config.filters), "out_dir": out_dir,
               "part_max_rows": config.run.part_max_rows,
               "part_max_bytes": config.run.part_max_bytes,
-              "synthetic_ratio": _synthetic_ratio(config)}
+              # Stages whose settle() hook makes rows: the writer builds its own copy.
+              "makers": tuple(ship([spec for spec in config.stages
+                                    if spec.cls.settle is not Stage.settle]))}
     units = [{"path": s.path, "key": s.key} for s in shards]
     return _dataset(units, config, settle, progress)
 
@@ -299,7 +301,7 @@ def _dataset(units: list[dict], config: Config, settle: dict | None, progress: b
     read = {"batch_rows": config.run.read_batch_rows, "max_text_bytes": config.run.max_text_bytes}
     log.debug("operators: %s", [s.describe() for s in segments])
     global _ATTEMPTS
-    _ATTEMPTS = start_attempt_counts()  # batch deaths, seen from every node (stages/base)
+    _ATTEMPTS = ray_attempts.start()  # batch deaths, seen from every node
     ds = ray.data.from_items(units, override_num_blocks=max(1, len(units)))
     if not segments or not segments[0].reads:
         ds = ds.map_batches(read_units, batch_size=1, batch_format="pyarrow",
@@ -325,11 +327,3 @@ def _dataset(units: list[dict], config: Config, settle: dict | None, progress: b
         ds = ds.map_batches(settle_batch, batch_size=None, batch_format="pyarrow",
                             num_cpus=SETTLE_CPUS, memory=SETTLE_MEMORY, fn_kwargs=settle)
     return ds, segments
-
-
-def _synthetic_ratio(config: Config) -> float | None:
-    """The WRAP stage's synthetic:real token ratio, for the writer; None: no WRAP."""
-    for spec in config.stages:
-        if spec.name == "wrap":
-            return float(spec.params.get("ratio", 1.0))
-    return None

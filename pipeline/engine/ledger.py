@@ -79,7 +79,7 @@ class Ledger:
              time.time()))
 
     def shard_numbers(self, shards: list[tuple[str, str]]) -> dict[str, int]:
-        """A number per (path, fingerprint), given once and never reused: dedup names a
+        """A number per (path, fingerprint), given once and never reused: a step names a
         document by (number << 32 | row), 8 bytes instead of a path and a row. A shard
         whose content changed gets a new number, so no document of the new content
         takes the identity (and the decisions) of a document of the old."""

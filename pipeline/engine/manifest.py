@@ -30,7 +30,7 @@ def versions() -> dict:
 
 def build(run_id, state, started, config, inputs, plan, tallies, violations,
           extra: dict | None = None) -> dict:
-    shards, reasons, errors, seconds, synthetic = [], Counter(), Counter(), Counter(), Counter()
+    shards, reasons, errors, seconds, made = [], Counter(), Counter(), Counter(), {}
     workers: dict = {}
     for tally in tallies.values():
         shard = tally.shard
@@ -41,7 +41,8 @@ def build(run_id, state, started, config, inputs, plan, tallies, violations,
         reasons.update(tally.reasons)
         errors.update(tally.errors)
         seconds.update(tally.stage_seconds)
-        synthetic.update(tally.synthetic)
+        for stage, counts in tally.made.items():
+            made.setdefault(stage, Counter()).update(counts)
         for name, (rows_done, rss) in tally.workers.items():
             seen = workers.setdefault(name, {"rows": 0, "peak_rss_bytes": 0})
             seen["rows"] += rows_done
@@ -78,7 +79,9 @@ def build(run_id, state, started, config, inputs, plan, tallies, violations,
         # RSS (against the memory its operator declared, in `operators`).
         "workers": dict(sorted(workers.items())),
         "nodes": _per_node(workers),
-        "synthetic": _synthetic_summary(synthetic),
+        # Rows stages made after the decision (outside the invariant), per stage.
+        "made_rows": {spec.name: spec.build().made_summary(dict(made[spec.name]))
+                      for spec in config.stages if spec.name in made},
         "drop_reasons": dict(reasons.most_common()),
         "quarantine_errors": dict(errors.most_common(50)),
         "shards": shards,
@@ -102,7 +105,8 @@ def write(out: Store, state_dir: Path, run_id, state, started, config, inputs, p
         start = time.perf_counter()
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            report_path = report.write(out, run_dir, data)
+            report_path = report.write(out, run_dir, data,
+                                       [spec.build() for spec in config.stages])
         except Exception:  # a report must never cost the run its results
             log.exception("could not write the report for run %s", run_id)
         data.setdefault("phases", {})["report"] = round(time.perf_counter() - start, 3)
@@ -127,21 +131,6 @@ def _per_node(workers: dict) -> dict:
     for name, seen in workers.items():
         nodes[name.split("/")[0]] += seen["rows"]
     return dict(nodes)
-
-
-def _synthetic_summary(counts: Counter) -> dict | None:
-    """WRAP's rows per style, apart from the real ones: the invariant counts real rows
-    only, and the ratio says how close the mix came to the configured one."""
-    if not counts:
-        return None
-    real = counts["real_tokens"]
-    styles = sorted({k.split(".")[0] for k in counts if "." in k})
-    return {"real_tokens": real,
-            "styles": {s: {"rows": counts[f"{s}.rows"], "tokens": counts[f"{s}.tokens"],
-                           "dropped_over_ratio": counts[f"{s}.over_ratio"],
-                           "synthetic_to_real_tokens": round(counts[f"{s}.tokens"] / real, 4)
-                           if real else None} for s in styles},
-            "tokens": "whitespace-separated words"}
 
 
 def _iso(ts: float) -> str:

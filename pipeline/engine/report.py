@@ -4,8 +4,9 @@ Plots read only the score columns of this run's parts (never `text`), and at mos
 SAMPLE_ROWS rows of them, so a report costs the same on any corpus size.
 
 A plot with nothing to show is not drawn: the page lists it with the reason instead
-(a score column that is null on every row, such as `dataman_metric` when DataMan
-selection is off; a run without duplicates; a mixture step that was skipped).
+(a score column that is null on every row, such as the score of a stage that did
+not run on the sample; a stage chart with nothing in it; a mixture step that was
+skipped).
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow as pa  # noqa: E402
-import pyarrow.fs as pafs  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from thresher.pipeline.io.storage import Store  # noqa: E402
-from thresher.pipeline.engine.write import is_synthetic_part, part_shard_key  # noqa: E402
+from thresher.pipeline.engine.write import is_made_part, part_shard_key  # noqa: E402
 
 SAMPLE_ROWS = 200_000
 _NOT_SCORES = {"source_row", "rows"}
@@ -52,36 +52,31 @@ class Plot:
         return self.png is not None
 
 
-def write(out: Store, run_dir: Path, manifest: dict) -> Path:
+def write(out: Store, run_dir: Path, manifest: dict, stages: list = ()) -> Path:
     path = run_dir / "report.html"
-    path.write_text(_page(manifest, build_plots(out, manifest)))
+    path.write_text(_page(manifest, build_plots(out, manifest, stages)))
     return path
 
 
-def build_plots(out: Store, manifest: dict) -> list[Plot]:
-    """The report's plots for this run, drawn or explained, from what it wrote."""
+def build_plots(out: Store, manifest: dict, stages: list = ()) -> list[Plot]:
+    """The report's plots for this run, drawn or explained, from what it wrote;
+    `stages`: the run's stages (built), whose charts() add their own plots."""
     keys = {s["key"] for s in manifest["shards"]}
     curated = _sample(out, "curated", keys)
     rejected = _sample(out, "rejected", keys)
-    dedup = "dup_keep" in curated.column_names + rejected.column_names
-    return plots(manifest, curated, rejected,
-                 _read_cluster_sizes(out, manifest["run_id"]) if dedup else None,
-                 _read_proportions(out, manifest))
+    return plots(manifest, curated, rejected, _read_proportions(out, manifest), stages)
 
 
 def plots(manifest: dict, curated: pa.Table, rejected: pa.Table,
-          cluster_sizes: dict[int, int] | None = None,
-          proportions: dict | None = None) -> list[Plot]:
+          proportions: dict | None = None, stages: list = ()) -> list[Plot]:
     """The plots from what was read: the manifest, a sample of the curated and the
-    rejected parts' score columns, dedup's clusters by size (None: no dedup), and
-    mixture/proportions.json (None: not written)."""
+    rejected parts' score columns, mixture/proportions.json (None: not written), and
+    each stage's own charts (a stage that did not run in this sample is skipped)."""
     columns = set(curated.column_names) | set(rejected.column_names)
     found = [_outcomes(manifest), _reasons(manifest)]
-    if "lang" in columns:
-        found.append(_per_language(curated, rejected))
-    if "dup_keep" in columns:
-        found.append(_clusters(cluster_sizes or {}))
-        found += [_dup_rate(curated, rejected, by) for by in ("source", "crawl")]
+    for stage in stages:
+        if columns & set(stage.columns):
+            found += [_chart(chart) for chart in stage.charts(curated, rejected, manifest)]
     reason_columns = _reason_columns(curated, rejected)
     if reason_columns:
         found.append(_filter_failures(reason_columns, curated, rejected))
@@ -97,7 +92,7 @@ def plots(manifest: dict, curated: pa.Table, rejected: pa.Table,
 def _sample(out: Store, folder: str, keys: set[str]) -> pa.Table:
     tables, rows = [], 0
     for part in out.files(folder, "part-*.parquet"):
-        if part_shard_key(part) not in keys or is_synthetic_part(part):
+        if part_shard_key(part) not in keys or is_made_part(part):
             continue
         columns = [f.name for f in out.schema(part) if f.name != "text" and _scalar(f.type)]
         table = out.read_table(part, columns=columns)
@@ -113,25 +108,6 @@ def _sample(out: Store, folder: str, keys: set[str]) -> pa.Table:
 def _scalar(typ: pa.DataType) -> bool:
     return (pa.types.is_floating(typ) or pa.types.is_integer(typ) or pa.types.is_string(typ)
             or pa.types.is_boolean(typ))
-
-
-def _read_cluster_sizes(out: Store, run_id: str) -> dict[int, int]:
-    """Clusters this run found or grew: how many of each size (members across all runs)."""
-    sizes: Counter = Counter()
-    seen = set()
-    for folder in out.fs.get_file_info(pafs.FileSelector(out.path("dedup", "clusters"),
-                                                         allow_not_found=True)):
-        path = f"{folder.path}/{run_id}.parquet"
-        if folder.type != pafs.FileType.Directory or not out.exists(path):
-            continue
-        table = out.read_table(path, columns=["rep", "size"])
-        for rep, size in zip(table.column("rep").to_pylist(), table.column("size").to_pylist()):
-            if rep not in seen:
-                seen.add(rep)
-                sizes[size] += 1
-        if len(seen) >= SAMPLE_ROWS:
-            break
-    return dict(sizes)
 
 
 def _read_proportions(out: Store, manifest: dict) -> dict | None:
@@ -152,7 +128,7 @@ def _score_columns(*tables: pa.Table) -> list[str]:
 
 
 def _reason_columns(*tables: pa.Table) -> list[str]:
-    """Per-filter reason columns (`heuristics_c4_reason`, `url_blocked_reason`): why a
+    """Per-filter reason columns (`<filter>_reason`, written by the stages that say why): why a
     row failed that filter, null where it passed. `drop_reason` is not one: it is the
     run's decision, plotted from the manifest's exact counts."""
     names = []
@@ -208,7 +184,7 @@ def _shows_data(ax) -> bool:
 def _labelled_bars(ax, bars: list[tuple[str, int]], colors: list[str],
                    total: int | None = None) -> None:
     """Horizontal bars, top down, each with its label written above it: long labels
-    (`heuristics_gopher_quality=false:gopher_short_doc`) keep the plot's width
+    (`<filter>=false:<why>`, often 50 characters) keep the plot's width
     instead of squeezing it to make room for tick labels."""
     counts = [n for _, n in bars]
     rects = ax.barh([-i for i in range(len(bars))], counts, height=0.45, color=colors)
@@ -292,65 +268,34 @@ def _top(counts: Counter, n: int) -> list[tuple[str, int]]:
     return top + ([(f"{len(rest)} other reasons", sum(c for _, c in rest))] if rest else [])
 
 
-def _per_language(curated: pa.Table, rejected: pa.Table) -> Plot:
-    title = "documents per language (top 25)"
-    kept, dropped = Counter(_present(curated, "lang")), Counter(_present(rejected, "lang"))
-    if not kept and not dropped:
-        return Plot(title, why_not="`lang` is null on every sampled row")
-    langs = [lang for lang, _ in (kept + dropped).most_common(25)]
-
-    def draw(ax):
-        ax.bar(langs, [kept[lang] for lang in langs], label="curated", color="#2a7")
-        ax.bar(langs, [dropped[lang] for lang in langs], bottom=[kept[lang] for lang in langs],
-               label="rejected", color="#d63")
-        ax.tick_params(axis="x", rotation=60)
-        ax.legend()
-    return _figure(title, draw)
+COLOURS = {"curated": "#2a7", "rejected": "#d63"}
 
 
-def _clusters(sizes: dict[int, int]) -> Plot:
-    title = "duplicate clusters by size (this run's, counting earlier runs' members)"
-    if not sizes:
-        return Plot(title, why_not="dedup found no cluster of duplicates in this run")
-    order = sorted(sizes)
+def _chart(chart) -> Plot | None:
+    """A stage's Chart (stages/base.py) drawn as stacked bars, or its why_not."""
+    if chart is None:
+        return None
+    if chart.why_not:
+        return Plot(chart.title, why_not=chart.why_not)
+    positions = range(len(chart.labels))
 
     def draw(ax):  # positions, not labels: labels that read as numbers make matplotlib talk
-        ax.bar(range(len(order)), [sizes[k] for k in order], color="#36c")
-        ax.set_xticks(range(len(order)), [str(k) for k in order])
-        ax.set_yscale("log")
-        ax.set_xlabel("documents in the cluster")
+        bottom = [0.0] * len(chart.labels)
+        for name, values in chart.series.items():
+            ax.bar(positions, values, bottom=bottom, label=name,
+                   color=COLOURS.get(name, "#36c"))
+            bottom = [b + v for b, v in zip(bottom, values)]
+        ax.set_xticks(positions, chart.labels)
         ax.tick_params(axis="x", rotation=60)
-    return _figure(title, draw)
-
-
-def _dup_rate(curated: pa.Table, rejected: pa.Table, by: str) -> Plot | None:
-    """The share of documents dedup removed, per value of `by` (top 25 by count);
-    None when the input has no such column."""
-    title = f"duplicate rate by {by} (sample)"
-    if by not in curated.column_names + rejected.column_names:
-        return None
-    counts: dict[str, list[int]] = {}  # value -> [rows, rows removed]
-    for table in (curated, rejected):
-        if by not in table.column_names or "dup_keep" not in table.column_names:
-            continue
-        for value, keep in zip(table.column(by).to_pylist(), table.column("dup_keep").to_pylist()):
-            if value is not None and keep is not None:  # no value or no decision: no rate
-                entry = counts.setdefault(str(value), [0, 0])
-                entry[0] += 1
-                entry[1] += keep is False
-    if not counts:
-        return Plot(title, why_not=f"no sampled row has both a `{by}` and a dedup decision")
-    if not any(removed for _, removed in counts.values()):
-        return Plot(title, why_not="dedup removed no sampled document")
-    names = sorted(counts, key=lambda k: -counts[k][0])[:25]
-
-    def draw(ax):
-        ax.bar(range(len(names)), [100 * counts[n][1] / counts[n][0] for n in names],
-               color="#36c")
-        ax.set_xticks(range(len(names)), names)
-        ax.set_ylabel("% removed as duplicates")
-        ax.tick_params(axis="x", rotation=60)
-    return _figure(title, draw)
+        if chart.log_y:
+            ax.set_yscale("log")
+        if chart.ylabel:
+            ax.set_ylabel(chart.ylabel)
+        if chart.xlabel:
+            ax.set_xlabel(chart.xlabel)
+        if len(chart.series) > 1:
+            ax.legend()
+    return _figure(chart.title, draw)
 
 
 def _histogram(column: str, curated: pa.Table, rejected: pa.Table) -> Plot:

@@ -1,10 +1,10 @@
 """Filter rules: `column op value` conditions a document must meet to be kept.
 
-A rule is written as the condition to keep (`lang_score >= 0.5`); a document that
-fails it gets the negation as its drop reason (`lang_score<0.5`), so that the
+A rule is written as the condition to keep (`score >= 0.5`); a document that
+fails it gets the negation as its drop reason (`score<0.5`), so that the
 reason says what the document had. A null score (the stage did not apply) passes.
-Where a stage also says why (a `<column>_reason` column, as the heuristic filters
-write), that follows: `heuristics_c4=false:too_few_sentences`.
+Where a stage also says why (a `<column>_reason` column), that follows:
+`<column>=false:too_few_sentences`.
 """
 
 from __future__ import annotations

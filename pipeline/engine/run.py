@@ -55,7 +55,7 @@ class Tally:
     reasons: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     stage_seconds: Counter = field(default_factory=Counter)
-    synthetic: Counter = field(default_factory=Counter)  # "real_tokens", "<style>.rows", ...
+    made: dict = field(default_factory=dict)  # stage -> Counter of its settle() counts
     workers: dict = field(default_factory=dict)  # "<node id>/<pid>" -> [rows, peak RSS]
     files: list = field(default_factory=list)  # "<outcome>/<part name>" of its real parts
 
@@ -69,11 +69,8 @@ class Tally:
         for name, (rows, peak) in json.loads(row.get("workers") or "{}").items():
             seen = self.workers.setdefault(name, [0, 0])
             seen[0], seen[1] = seen[0] + rows, max(seen[1], peak)
-        mix = json.loads(row.get("synthetic") or "{}")
-        if mix:
-            self.synthetic["real_tokens"] += mix["real_tokens"]
-            for style, counts in mix["styles"].items():
-                self.synthetic.update({f"{style}.{k}": v for k, v in counts.items()})
+        for stage, counts in json.loads(row.get("made") or "{}").items():
+            self.made.setdefault(stage, Counter()).update(counts)
 
     @property
     def complete(self) -> bool:
@@ -123,70 +120,135 @@ def _check_writable(store: Store) -> None:
                        f"{' '.join(str(err).split())[:300]}") from None
 
 
+@dataclass
+class RunState:
+    """One run, as the phases see it: what is to be done, what was found so far, and
+    where the seconds went. The driver holds only this (tallies: a few numbers per
+    shard)."""
+
+    run_id: str
+    store: Store
+    state_dir: Path
+    config: Config
+    ledger: Ledger
+    inputs: list
+    plan: dict = field(default_factory=dict)
+    shards: list[Shard] = field(default_factory=list)  # to stream
+    tallies: dict[str, Tally] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds, for the manifest
+    sections: dict[str, dict] = field(default_factory=dict)  # each step's manifest entry
+    operators: list[dict] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    outcome: str = "nothing-to-do"
+    started: float = field(default_factory=time.time)
+
+    def rewrite(self, paths: list[str], why: str) -> None:
+        """Earlier shards that a step's new decisions change (a promoted keeper, a URL
+        replaced by a newer crawl's): claimed at once, so that a crash leaves them to
+        be redone, and streamed again with the rest."""
+        if not paths:
+            return
+        shards = inspect_shards(paths)
+        for shard in shards:
+            known = self.ledger.get(shard.path)
+            problem = shard.error or (known["fingerprint"] != shard.fingerprint
+                                      and "its content changed since; give it as an input")
+            if problem:
+                raise RunError(f"{why} changed decisions of {shard.path}, done by an earlier "
+                               f"run, but it cannot be written again: {problem}")
+        log.info("%s: writing %d earlier shards again with changed decisions", why, len(shards))
+        _clear_old_parts(self.store, shards)
+        for shard in shards:
+            self.ledger.claim(self.run_id, shard.path, shard.size, shard.fingerprint)
+            self.tallies[shard.key] = Tally(shard)
+        self.shards += shards
+
+    def finished_paths(self) -> list[str]:
+        """This run's shards that ended done in the ledger (their rows add up on disk)."""
+        return [t.shard.path for t in self.tallies.values()
+                if (self.ledger.get(t.shard.path) or {"state": None})["state"] == "done"]
+
+
+class Step:
+    """A step before the stream that feeds values into stages (a stage's decisions
+    made across the whole input, calibrated cut-offs). pipeline/steps lists them in order (before_stream());
+    the engine calls each whose stage is in the config and knows none by name."""
+
+    name: str  # its phase and its entry in the manifest
+
+    def check(self, config: Config) -> None:
+        """At the config check: refuse a config the step cannot run (ConfigError)."""
+
+    def wanted(self, config: Config) -> bool:
+        return True
+
+    def before(self, run: RunState) -> dict:
+        """Before the stream: may give stages new values (run.config) and ask for
+        earlier shards to be written again (run.rewrite); returns its manifest entry."""
+        return {}
+
+    def after(self, run: RunState) -> dict:
+        """After the recount: what to add to its manifest entry."""
+        return {}
+
+
 def _run(inputs, store: Store, state_dir: Path, config: Config, address, num_cpus,
          progress) -> RunResult:
-    started = time.time()
-    phases: dict[str, float] = {}  # where the seconds go, for the manifest
-    with phase(phases, "plan"):
+    run = RunState(run_id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-"
+                   + secrets.token_hex(2), store=store, state_dir=state_dir, config=config,
+                   ledger=Ledger(state_dir), inputs=inputs)
+    with phase(run.phases, "plan"):
         shards = inspect_shards(expand_inputs(inputs))
-        ledger = Ledger(state_dir)
-        run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
-        todo, plan = _plan(shards, ledger)
-        ledger.start_run(run_id, config.to_json())
-    log.info("run %s: %d shards in input: %s", run_id, len(shards),
-             ", ".join(f"{v} {k}" for k, v in plan.items() if v))
-    tallies: dict[str, Tally] = {}
-    state, violations, calibration, settings, mixture = "nothing-to-do", [], {}, {}, None
-    dedup, index = {}, None
-    operators: list[dict] = []
+        todo, run.plan = _plan(shards, run.ledger)
+        run.ledger.start_run(run.run_id, config.to_json())
+    log.info("run %s: %d shards in input: %s", run.run_id, len(shards),
+             ", ".join(f"{v} {k}" for k, v in run.plan.items() if v))
+    mixture, settings, steps = None, {}, []
     try:
         if todo:
-            state = "failed"
-            with phase(phases, "clear"):
+            run.outcome = "failed"
+            with phase(run.phases, "clear"):
                 _clear_old_parts(store, todo)
-                readable = _settle_unreadable(run_id, store, todo, ledger, tallies)
-            if readable:
-                with phase(phases, "ray_start"):
+                run.shards = _settle_unreadable(run, todo)
+            if run.shards:
+                with phase(run.phases, "ray_start"):
                     from thresher.pipeline.engine import dag  # imports Ray: keep `status` fast
-                    from thresher.pipeline.steps.calibrate import calibrate
+                    from thresher.pipeline.steps import before_stream
 
                     dag.connect(address, num_cpus)
-                with phase(phases, "dedup"):
-                    config, dedup = _dedup(run_id, store, config, readable, ledger)
-                    readable += _repairs(run_id, store, dedup, ledger, tallies)
-                with phase(phases, "calibration"):
-                    config, calibration = calibrate(config, readable, state_dir, run_id)
-                    settings = {spec.name: spec.build().describe() for spec in config.stages}
-                with phase(phases, "stream"):
-                    _stream(run_id, store, config, readable, ledger, tallies, progress,
-                            operators)
-            with phase(phases, "recount"):
-                violations = _verify_on_disk(run_id, store, tallies, ledger)
-            if dedup:
-                index = _record_index(store, config, dedup, tallies, ledger)
-            if config.mixture and not violations:
-                with phase(phases, "mixture"):
-                    mixture = _mix(store, config)
-            state = "failed" if violations else "finished"
+                steps = [step for step in before_stream() if step.wanted(run.config)]
+                for step in steps:
+                    with phase(run.phases, step.name):
+                        run.sections[step.name] = step.before(run)
+                settings = {spec.name: spec.build().describe() for spec in run.config.stages}
+                with phase(run.phases, "stream"):
+                    _stream(run, progress)
+            with phase(run.phases, "recount"):
+                run.violations = _verify_on_disk(run)
+            for step in steps:
+                run.sections[step.name] |= step.after(run)
+            if run.config.mixture and not run.violations:
+                with phase(run.phases, "mixture"):
+                    mixture = _mix(store, run.config)
+            run.outcome = "failed" if run.violations else "finished"
     except KeyboardInterrupt:
-        state = "interrupted"
+        run.outcome = "interrupted"
         raise
     finally:
-        totals = _totals(tallies)
+        totals = _totals(run.tallies)
         manifest_path, report_path = manifest_mod.write(
-            store, state_dir, run_id, state, started, config, inputs, plan, tallies, violations,
-            {"calibration": calibration, "stage_settings": settings, "mixture": mixture,
-             "operators": operators, "phases": phases,
-             "dedup": {k: v for k, v in dedup.items() if k != "pending_index"}
-             | ({"index": index} if index else {})})
-        ledger.finish_run(run_id, state, totals)
-        ledger.close()
-    result = RunResult(run_id, state, store.location, totals, manifest_path, report_path, plan,
-                       violations)
-    if violations:
+            store, state_dir, run.run_id, run.outcome, run.started, run.config, inputs,
+            run.plan, run.tallies, run.violations,
+            {"calibration": {}, **run.sections, "stage_settings": settings,
+             "mixture": mixture, "operators": run.operators, "phases": run.phases})
+        run.ledger.finish_run(run.run_id, run.outcome, totals)
+        run.ledger.close()
+    result = RunResult(run.run_id, run.outcome, store.location, totals, manifest_path,
+                       report_path, run.plan, run.violations)
+    if run.violations:
         raise InvariantError(
-            f"run {run_id}: rows do not add up for {len(violations)} shard(s): "
-            + "; ".join(violations[:5]) + f". They stay pending; see {manifest_path}")
+            f"run {run.run_id}: rows do not add up for {len(run.violations)} shard(s): "
+            + "; ".join(run.violations[:5]) + f". They stay pending; see {manifest_path}")
     return result
 
 
@@ -246,9 +308,10 @@ def _name_key(path: str) -> str:
     return path.rsplit("/", 1)[-1].split("-", 2)[1]
 
 
-def _settle_unreadable(run_id, out: Store, todo, ledger, tallies) -> list[Shard]:
+def _settle_unreadable(run: RunState, todo: list[Shard]) -> list[Shard]:
     """Quarantine shards that cannot be read at all and finish empty ones; return
     the shards for the DAG."""
+    run_id, out, ledger, tallies = run.run_id, run.store, run.ledger, run.tallies
     readable = []
     for shard in todo:
         tally = tallies[shard.key] = Tally(shard)
@@ -272,52 +335,6 @@ def _settle_unreadable(run_id, out: Store, todo, ledger, tallies) -> list[Shard]
     return readable
 
 
-def _dedup(run_id, store: Store, config: Config, shards: list[Shard], ledger: Ledger):
-    """Clusters of duplicates before the stream, when the config has a dedup stage."""
-    from thresher.pipeline.steps.dedup import find_stage, run_dedup
-
-    if find_stage(config) is None:
-        return config, {}
-    done = ledger.done_shards()
-    numbers = ledger.shard_numbers([(s.path, s.fingerprint) for s in shards] + done)
-    return run_dedup(config, shards, store, numbers, [p for p, _ in done], run_id)
-
-
-def _repairs(run_id, store: Store, dedup: dict, ledger: Ledger, tallies) -> list[Shard]:
-    """Earlier shards whose dedup decisions this run changed (a promoted keeper, a URL
-    replaced by a newer crawl's): claimed at once, so that a crash leaves them to be
-    redone, and streamed again with the rest."""
-    paths = dedup.get("repair") or []
-    if not paths:
-        return []
-    shards = inspect_shards(paths)
-    for shard in shards:
-        known = ledger.get(shard.path)
-        why = shard.error or (known["fingerprint"] != shard.fingerprint
-                              and "its content changed since; give it as an input")
-        if why:
-            raise RunError(f"dedup changed decisions of {shard.path}, done by an earlier run, "
-                           f"but it cannot be written again: {why}")
-    log.info("dedup: writing %d earlier shards again with changed decisions", len(shards))
-    _clear_old_parts(store, shards)
-    for shard in shards:
-        ledger.claim(run_id, shard.path, shard.size, shard.fingerprint)
-        tallies[shard.key] = Tally(shard)
-    return shards
-
-
-def _record_index(store: Store, config: Config, dedup: dict, tallies, ledger: Ledger) -> dict:
-    """The dedup index gains the shards this run finished (done in the ledger: their
-    rows add up on disk)."""
-    from thresher.pipeline.steps.dedup import index_size, record_index
-    from thresher.stages.dedup import shard_folder
-
-    finished = {shard_folder(t.shard.path) for t in tallies.values()
-                if (ledger.get(t.shard.path) or {"state": None})["state"] == "done"}
-    record_index(store, config, dedup, finished)
-    return index_size(store)
-
-
 def _pool_text(seg) -> str:
     if seg.pool is None:
         return f"{seg.concurrency} workers x {seg.num_cpus:g} CPU"
@@ -326,11 +343,12 @@ def _pool_text(seg) -> str:
             f"{'the cluster' if high is None else high}")
 
 
-def _stream(run_id, out, config, shards, ledger, tallies, progress, operators) -> None:
+def _stream(run: RunState, progress: bool) -> None:
     from thresher.pipeline.engine import dag
 
-    dataset, segments = dag.build(shards, config, out.location, progress)
-    operators.extend(seg.describe() for seg in segments)
+    run_id, ledger, tallies, shards = run.run_id, run.ledger, run.tallies, run.shards
+    dataset, segments = dag.build(shards, run.config, run.store.location, progress)
+    run.operators.extend(seg.describe() for seg in segments)
     log.info("operators: %s", "; ".join(
         f"{'+'.join(seg.names)} ({_pool_text(seg)})" for seg in segments))
     done = rows = 0
@@ -357,10 +375,11 @@ def _stream(run_id, out, config, shards, ledger, tallies, progress, operators) -
                      f"{rows:,}", now - started, f"{rows / (now - started):,.0f}")
 
 
-def _verify_on_disk(run_id, out: Store, tallies: dict[str, Tally], ledger: Ledger) -> list[str]:
+def _verify_on_disk(run: RunState) -> list[str]:
     """Count the rows of every part this run wrote again, from the parts' footers, and
     compare with the tallies, shard by shard. Only this run's parts are read: a run
     over a new crawl costs the same however large the output has grown."""
+    run_id, out, tallies, ledger = run.run_id, run.store, run.tallies, run.ledger
     violations = []
     for tally in tallies.values():
         shard = tally.shard

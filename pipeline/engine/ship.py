@@ -57,6 +57,9 @@ def land(specs: list) -> list:
 
     landed = []
     for spec in specs:
+        if not any(isinstance(value, Shipped) for value in spec.params.values()):
+            landed.append(spec)  # nothing to unpack: the same spec, and its built stage
+            continue
         params = dict(spec.params)
         for name, value in params.items():
             if isinstance(value, Shipped):

@@ -33,11 +33,14 @@ class SegmentWorker:
     """A Ray Data callable class (one per actor)."""
 
     def __init__(self, specs, rules: tuple, read: dict | None, settle_args: dict | None):
+        from thresher.pipeline.engine import ray_attempts
+
+        ray_attempts.install()  # an LLM stage's batch deaths count for the whole run
         self.stages = []
         for spec in land(specs):  # files the driver made, unpacked here
-            stage = spec.build()
-            stage.setup()
-            self.stages.append((stage, spec.resources.batch_size))
+            # Built and loaded once per process: in the driver (calibration's small
+            # sample) this is the config check's instance, its models already loaded.
+            self.stages.append((spec.build().ready(), spec.resources.batch_size))
         self.rules = rules
         self.read = read
         self.settle = settle_args

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from thresher.pipeline.engine.config import Config
 from thresher.pipeline.engine.read import sample_hash
+from thresher.pipeline.engine.run import RunState, Step
 from thresher.pipeline.engine.shards import Shard
 from thresher.pipeline.io.storage import write_text
 
@@ -29,6 +30,16 @@ log = logging.getLogger(__name__)
 
 class CalibrationError(ValueError):
     """A stage could not estimate its values from the sample; says which and why."""
+
+
+class CalibrationStep(Step):
+    """The engine's step: the stages' calibrated values, saved or estimated now."""
+
+    name = "calibration"
+
+    def before(self, run: RunState) -> dict:
+        run.config, report = calibrate(run.config, run.shards, run.state_dir, run.run_id)
+        return report
 
 
 def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tuple[Config, dict]:
@@ -44,7 +55,7 @@ def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tu
         key = _calibration_key(spec.params, stage.model_files())
         if (spec.name in saved and saved[spec.name]["key"] == key
                 and stage.calibration_usable(saved[spec.name]["values"])):
-            specs[i] = replace(spec, params={**spec.params, **saved[spec.name]["values"]})
+            specs[i] = spec.with_params(saved[spec.name]["values"])
             report[spec.name] = {"source": f"saved by run {saved[spec.name]['run_id']}",
                                  "values": saved[spec.name]["values"]}
         else:
@@ -58,7 +69,7 @@ def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tu
             except ValueError as err:
                 raise CalibrationError(f"calibrating stage {spec.name} on {sample.num_rows} "
                                        f"sampled rows failed: {err}") from None
-            specs[i] = replace(spec, params={**spec.params, **values})
+            specs[i] = spec.with_params(values)
             saved[spec.name] = {"key": key, "values": values, "run_id": run_id,
                                 "sample_rows": sample.num_rows}
             report[spec.name] = {"source": f"estimated on a sample of {sample.num_rows} rows",

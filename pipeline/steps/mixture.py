@@ -42,7 +42,7 @@ from thresher.pipeline.engine.config import MixtureOptions
 from thresher.pipeline.io.storage import Store
 from thresher.pipeline.io.tokenized import PATTERNS as TOKENIZED_PATTERNS
 from thresher.pipeline.steps.tokenize import tokenize_shards
-from thresher.pipeline.engine.write import is_synthetic_part
+from thresher.pipeline.engine.write import is_made_part
 
 log = logging.getLogger(__name__)
 OTHER = "other"
@@ -62,8 +62,8 @@ class Parts(NamedTuple):
 def _parts(out: Store) -> tuple[Parts, Parts]:
     """The real and the synthetic (WRAP) curated parts."""
     paths = out.files("curated", "part-*.parquet")
-    return (Parts(out, [p for p in paths if not is_synthetic_part(p)]),
-            Parts(out, [p for p in paths if is_synthetic_part(p)]))
+    return (Parts(out, [p for p in paths if not is_made_part(p)]),
+            Parts(out, [p for p in paths if is_made_part(p)]))
 
 
 def _scan(parts: Parts, columns: list[str]):

@@ -28,7 +28,7 @@ from dataclasses import replace
 import numpy as np
 
 from thresher.pipeline.engine.config import Config
-from thresher.pipeline.engine.run import phase
+from thresher.pipeline.engine.run import RunState, Step, phase
 from thresher.pipeline.io.storage import Store
 from thresher.pipeline.steps.dedup import components as components_mod
 from thresher.pipeline.steps.dedup import index, ranged
@@ -43,8 +43,63 @@ from thresher.stages.dedup import Dedup, shard_folder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DedupError", "check_placement", "find_stage", "index_size", "record_index",
-           "run_dedup"]
+__all__ = ["DedupError", "DedupStep", "check_placement", "find_stage", "index_size",
+           "record_index", "run_dedup"]
+CLUSTER_SIZES_READ = 200_000  # clusters counted by size for the report, at most
+
+
+class DedupStep(Step):
+    """The engine's step: clusters before the stream, the index after it."""
+
+    name = "dedup"
+
+    def __init__(self):
+        self.pending: dict = {}
+
+    def check(self, config: Config) -> None:
+        check_placement(config)
+
+    def wanted(self, config: Config) -> bool:
+        return find_stage(config) is not None
+
+    def before(self, run: RunState) -> dict:
+        done = run.ledger.done_shards()
+        numbers = run.ledger.shard_numbers([(s.path, s.fingerprint) for s in run.shards] + done)
+        run.config, summary = run_dedup(run.config, run.shards, run.store, numbers,
+                                        [p for p, _ in done], run.run_id)
+        self.pending = summary.pop("pending_index", {})
+        run.rewrite(summary.get("repair") or [], "dedup")
+        return summary
+
+    def after(self, run: RunState) -> dict:
+        """The index gains the shards this run finished (done in the ledger: their rows
+        add up on disk); the report's cluster sizes are read while here."""
+        finished = {shard_folder(path) for path in run.finished_paths()}
+        record_index(run.store, run.config, {"pending_index": self.pending}, finished)
+        return {"index": index_size(run.store),
+                "clusters_by_size": cluster_sizes(run.store, run.run_id)}
+
+
+def cluster_sizes(store: Store, run_id: str) -> dict[int, int]:
+    """Clusters this run found or grew: how many of each size (members across all
+    runs), from the first CLUSTER_SIZES_READ clusters."""
+    import pyarrow.fs as pafs
+
+    sizes: dict[int, int] = {}
+    seen = set()
+    for folder in store.fs.get_file_info(pafs.FileSelector(store.path("dedup", "clusters"),
+                                                           allow_not_found=True)):
+        path = f"{folder.path}/{run_id}.parquet"
+        if folder.type != pafs.FileType.Directory or not store.exists(path):
+            continue
+        table = store.read_table(path, columns=["rep", "size"])
+        for rep, size in zip(table.column("rep").to_pylist(), table.column("size").to_pylist()):
+            if rep not in seen:
+                seen.add(rep)
+                sizes[size] = sizes.get(size, 0) + 1
+        if len(seen) >= CLUSTER_SIZES_READ:
+            break
+    return dict(sorted(sizes.items()))
 
 
 def find_stage(config: Config) -> int | None:

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from thresher.pipeline.engine.config import Config
-from thresher.pipeline.engine.write import is_synthetic_part
+from thresher.pipeline.engine.write import is_made_part
 from thresher.pipeline.io.storage import Store
 from thresher.pipeline.steps.dedup import index
 from thresher.pipeline.steps.dedup import ranged
@@ -223,7 +223,7 @@ def _output_rows(store: Store, unit: dict, stage: Dedup) -> pa.Table | None:
     tables = []
     for outcome in OUTCOMES:
         for path in store.files(outcome, f"{prefix}*.parquet"):
-            if is_synthetic_part(path):
+            if is_made_part(path):
                 continue
             present = store.schema(path).names
             wanted = ["id", "text", "source_row", "dup_cluster", "dup_cluster_size", "dup_keep",
