@@ -24,7 +24,7 @@ APT_PACKAGES := debian-handbook python3.11-doc fortunes fortunes-de fortunes-es 
 KENLM_VERSION := 0.3.0
 KENLM := tools/kenlm
 MODELS := models-data
-# The locked vLLM's source package, which the API check reads (tests/test_vllm_api.py).
+# The locked vLLM's source package, which the API check reads (tests/stages/test_vllm_api.py).
 VLLM_SRC := tools/vllm-src
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -90,7 +90,7 @@ $(VLLM_SRC)/_FETCHED: constraints-gpu.txt | $(STAMPS)/venv
 	@touch $@
 
 # Debian's headless Chromium, for the test that opens a run's report in a real browser
-# (tests/test_report.py). Best effort: where it cannot be installed (no network,
+# (tests/engine/test_report.py). Best effort: where it cannot be installed (no network,
 # no sudo without a password) that test skips; the stamp keeps the next `make test` from
 # trying again (rm the stamp to retry). sudo -n: fail rather than wait on a password prompt.
 SUDO_NO_PROMPT := $(if $(SUDO),$(SUDO) -n)

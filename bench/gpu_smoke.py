@@ -74,7 +74,8 @@ def teacher_processor(model: str, real: bool) -> None:
     from transformers import AutoTokenizer
 
     from thresher.models.dataman import parse_answer, requests_for, sampling_for
-    from thresher.models.llm import end_of_turn_ids, fit_conversation, processor
+    from thresher.models.llm import end_of_turn_ids, fit_conversation
+    from thresher.pipeline.engine import ray_llm as processor
 
     tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
     texts = documents(64)

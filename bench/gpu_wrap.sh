@@ -13,5 +13,5 @@ else
   timeout 240 "$PY" bench/gpu_wrap.py --engine transformers --docs 32
 fi
 # A failing GPU test fails the script; pytest's 5 (no GPU test selected here) says so.
-rc=0; timeout 60 "$PY" -m pytest -q -m gpu tests/test_vllm_engine.py -p no:cacheprovider || rc=$?
+rc=0; timeout 60 "$PY" -m pytest -q -m gpu tests/stages/test_vllm_engine.py -p no:cacheprovider || rc=$?
 if [ "$rc" -eq 5 ]; then echo "== no GPU test selected here"; elif [ "$rc" -ne 0 ]; then exit "$rc"; fi

@@ -231,6 +231,50 @@ def batch_key(ids: list[str], stage: str) -> str:
 _counts_for = _FileCounts
 
 
+class Runner:
+    """Where a stage runs work that needs resources of its own, off the batch path
+    (DataMan's LLM teacher during calibration). This default runs it here, in this
+    process; the engine installs its Ray runner (pipeline/engine/ray_llm.py) when it
+    connects to a cluster, so that stages hold no Ray calls."""
+
+    cluster = False  # True: a Ray cluster runs the work, with the resources asked
+
+    def cpus(self) -> float:
+        return float(os.cpu_count() or 1)
+
+    @contextmanager
+    def actor(self, cls, args: tuple, num_cpus: float = 1, num_gpus: float = 0):
+        """An instance of cls(*args) that holds a model while the block runs;
+        `.call(method, *args)` calls one of its methods."""
+        yield _Here(cls(*args))
+
+    def generate_rows(self, spec: dict, conversations: list, sampling, model_name=None,
+                      tokenizer=None) -> list[dict]:
+        """One result per conversation through Ray Data's LLM processor."""
+        raise RuntimeError(f"engine {spec.get('engine')!r} runs through Ray Data's LLM "
+                           "processor: run thresher on a Ray cluster")
+
+
+class _Here:
+    def __init__(self, obj):
+        self.obj = obj
+
+    def call(self, method: str, *args):
+        return getattr(self.obj, method)(*args)
+
+
+_runner = Runner()
+
+
+def use_runner(runner: Runner) -> None:
+    global _runner
+    _runner = runner
+
+
+def runner() -> Runner:
+    return _runner
+
+
 def use_attempt_counts(factory) -> None:
     """factory(stage name) -> an object with bump(key) -> deaths so far, and clear(key)."""
     global _counts_for

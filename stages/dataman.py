@@ -37,6 +37,7 @@ from thresher.models.dataman import (DOMAINS, FORMATS, MAX_TOKENS, RATINGS, STAT
 from thresher.models.hashing import unit_hash
 from thresher.models.llm import ENGINES
 from thresher.stages.base import Resources, Stage, call_engine
+from thresher.stages.base import runner as base_runner
 
 log = logging.getLogger(__name__)
 
@@ -372,49 +373,40 @@ def _append(batch: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
 
 
 def _run_teacher(teacher: dict, texts: list[str]) -> list[dict]:
-    """Rate texts with the teacher. A vLLM or HTTP teacher on a Ray cluster goes
-    through a ray.data.llm processor (models/llm/processor.py); the transformers
-    teacher rates in chunks in a Ray actor that holds the engine (with the teacher's
-    CPUs/GPUs) when Ray is up, else here. A document or chunk that fails is marked
-    `failed`, and calibration goes on with the rest."""
-    import ray
-
+    """Rate texts with the teacher, where the engine's runner puts it (stages.base
+    .Runner): on a Ray cluster, a vLLM or HTTP teacher goes through Ray Data's LLM
+    processor, and the transformers teacher rates in chunks in an actor that holds the
+    engine (with the teacher's CPUs/GPUs); without one, here. A document or chunk that
+    fails is marked `failed`, and calibration goes on with the rest."""
+    runner = base_runner()
     options = _engine_options(teacher)
-    if ray.is_initialized() and options.get("engine") in ("vllm", "openai"):
-        return _run_teacher_processor(teacher, options, texts)
-    if ray.is_initialized():
-        cpus = min(float(teacher.get("num_cpus", 1)), ray.cluster_resources().get("CPU", 1))
-        rater = ray.remote(_TeacherActor).options(
-            num_cpus=cpus, num_gpus=float(teacher.get("num_gpus", 0)),
-            max_restarts=1, max_task_retries=1).remote(options, int(max(1, cpus)))
-        call = lambda chunk: ray.get(rater.rate.remote(chunk, teacher))  # noqa: E731
-    else:
-        local = _TeacherActor(options, None)
-        call = lambda chunk: local.rate(chunk, teacher)  # noqa: E731
+    if runner.cluster and options.get("engine") in ("vllm", "openai"):
+        return _run_teacher_processor(teacher, options, texts, runner)
+    cpus = min(float(teacher.get("num_cpus", 1)), runner.cpus())
+    threads = int(max(1, cpus)) if runner.cluster else None
     rows: list[dict] = []
-    try:
+    with runner.actor(_TeacherActor, (options, threads), num_cpus=cpus,
+                      num_gpus=float(teacher.get("num_gpus", 0))) as rater:
         for start in range(0, len(texts), TEACHER_CHUNK):
             chunk = texts[start:start + TEACHER_CHUNK]
             try:
-                rows += call(chunk)
+                rows += rater.call("rate", chunk, teacher)
             except Exception as err:  # engine error, or the actor died (watchdog, OOM)
                 log.warning("dataman teacher failed on %d documents: %s", len(chunk), err)
                 failed = Rating(STATUS_FAILED, raw=f"{type(err).__name__}: {err}"[:500])
                 rows += [_teacher_row(failed) for _ in chunk]
             log.info("dataman teacher: %d/%d sampled documents rated", len(rows), len(texts))
-    finally:
-        if ray.is_initialized() and "rater" in locals():
-            ray.kill(rater)
     return rows
 
 
-def _run_teacher_processor(teacher: dict, options: dict, texts: list[str]) -> list[dict]:
+def _run_teacher_processor(teacher: dict, options: dict, texts: list[str],
+                           runner) -> list[dict]:
     """The teacher's prompts, made here (the document cut in the rater's tokens, then
     fitted to the engine's input limit), answered by the processor, parsed here."""
     import time
 
     from thresher.models.dataman import parse_answer, requests_for, sampling_for
-    from thresher.models.llm import end_of_turn_ids, fit_conversation, processor
+    from thresher.models.llm import end_of_turn_ids, fit_conversation
 
     tokenizer = _teacher_tokenizer(options)
     requests = requests_for(texts, tokenizer, teacher["format"],
@@ -431,7 +423,7 @@ def _run_teacher_processor(teacher: dict, options: dict, texts: list[str]) -> li
     started = time.perf_counter()
     sampling = sampling_for(teacher["format"], teacher.get("max_new_tokens"),
                             end_of_turn_ids(tokenizer))
-    results = processor.generate_rows(options, requests, sampling, model_name, tokenizer)
+    results = runner.generate_rows(options, requests, sampling, model_name, tokenizer)
     seconds = (time.perf_counter() - started) / max(1, len(texts))
     rows = [_teacher_row(Rating(STATUS_FAILED, raw=result["error"][:500]) if result["error"]
                          else parse_answer(result["text"]), result["prompt_tokens"],

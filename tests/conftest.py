@@ -12,6 +12,11 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in [str(TESTS / "plugins"), os.environ.get("PYTHONPATH", "")] if p)
 sys.path.insert(0, str(TESTS / "plugins"))
 sys.path.insert(0, str(TESTS.parent))  # for bench.peers: the peers tests compare with
+# Tests live by area (engine, stages, steps, io, deploy); a few import another's
+# helpers (test_tokenized takes test_mixture's outputs), also when run on their own.
+for _area in ("engine", "stages", "steps", "io", "deploy"):
+    sys.path.insert(0, str(TESTS / _area))
+sys.path.insert(0, str(TESTS))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 pytest_plugins = ["lm_fixtures"]  # tiny_lm_dir: small KenLMs the tests train

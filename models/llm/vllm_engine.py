@@ -44,18 +44,15 @@ LOAD_TRIES = 3  # loads of one model by one Ray job on one node before the run s
 READY_MARGIN_S = 120  # vLLM's engine-ready wait, above thresher's load deadline
 
 
+# What this process is to the run, as the engine tells it (pipeline/engine/ray_llm.py
+# place_worker, in each worker): the share of a GPU Ray gave it and the run's job id.
+# Outside a run: a GPU of its own, job "local".
+PLACE = {"gpu_share": 1.0, "job": "local"}
+
+
 def gpu_share() -> float:
     """The GPUs Ray gave this worker (0.5 for `num_gpus: 0.5`); 1 outside Ray."""
-    try:
-        import ray
-
-        if ray.is_initialized():
-            share = ray.get_runtime_context().get_assigned_resources().get("GPU")
-            if share:
-                return min(float(share), 1.0)
-    except Exception:  # not in a Ray worker
-        pass
-    return 1.0
+    return float(PLACE["gpu_share"])
 
 
 class VLLMEngine:
@@ -146,15 +143,7 @@ def _count_load(model: str, reset: bool = False) -> int:
     """This load's number among the loads of `model` by this Ray job on this node (a
     file in the node's temp folder, since a restarted actor is a new process); reset
     after a load that finished."""
-    job = "local"
-    try:
-        import ray
-
-        if ray.is_initialized():
-            job = ray.get_runtime_context().get_job_id()
-    except Exception:  # not in a Ray worker
-        pass
-    name = hashlib.sha1(f"{job}:{model}".encode()).hexdigest()[:16]
+    name = hashlib.sha1(f"{PLACE['job']}:{model}".encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / "thresher-loads" / name
     if reset:
         path.unlink(missing_ok=True)

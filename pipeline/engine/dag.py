@@ -92,6 +92,9 @@ def quiet_ray(verbose: bool = False) -> None:
 def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at `address` (or RAY_ADDRESS), else start an in-process one."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from thresher.pipeline.engine import ray_llm
+
+    ray_llm.install()  # stages' work off the batch path (an LLM teacher) runs on Ray
     if ray.is_initialized():
         return
     verbose = logging.getLogger("thresher").getEffectiveLevel() <= logging.DEBUG

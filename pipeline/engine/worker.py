@@ -33,9 +33,10 @@ class SegmentWorker:
     """A Ray Data callable class (one per actor)."""
 
     def __init__(self, specs, rules: tuple, read: dict | None, settle_args: dict | None):
-        from thresher.pipeline.engine import ray_attempts
+        from thresher.pipeline.engine import ray_attempts, ray_llm
 
         ray_attempts.install()  # an LLM stage's batch deaths count for the whole run
+        ray_llm.place_worker()  # the GPU share and job its engines see
         self.stages = []
         for spec in land(specs):  # files the driver made, unpacked here
             # Built and loaded once per process: in the driver (calibration's small

@@ -12,19 +12,21 @@ from thresher.pipeline.engine.config import ConfigError, load_config
 from thresher.pipeline.engine.run import curate
 from thresher.stages.ccnet import CCNetPerplexity
 from thresher.stages.harm import HarmfulPerplexity
+from thresher.stages.testing import assert_stage_contract
 
 WIKI_LIKE = "The river flows through the city and the province is named after it."
 
 
-def batch(texts, langs):
-    return pa.table({"text": texts, "lang": langs})
+def batch(texts, langs, **more):
+    """more: columns the stage must not need (the contract checks it without them)."""
+    return pa.table({"text": texts, "lang": langs, **more})
 
 
 def test_ccnet_scores_languages_with_a_model_and_buckets_them(tiny_lm_dir):
     stage = CCNetPerplexity(lm_dir=str(tiny_lm_dir), cutoffs={"en": (50.0, 5000.0)})
-    stage.setup()
-    out = stage(batch([WIKI_LIKE, "zzqx vvkw plof", SENTENCES["de"], "", "12345 !!!"],
-                      ["en", "en", "de", "en", "en"])).to_pylist()
+    out = assert_stage_contract(stage, batch(
+        [WIKI_LIKE, "zzqx vvkw plof", SENTENCES["de"], "", "12345 !!!"],
+        ["en", "en", "de", "en", "en"], source=["a", "b", "c", "d", "e"])).to_pylist()
     assert out[0]["ccnet_ppl"] < out[1]["ccnet_ppl"]  # wiki-like text is more probable
     assert out[2]["ccnet_ppl"] is None and out[2]["ccnet_bucket"] == "all"  # no German LM
     assert all(r["ccnet_ppl"] > 0 for r in (out[0], out[3], out[4]))  # defined, no crash
@@ -50,8 +52,8 @@ def harm_dir(tmp_path, tiny_lm_dir, tau=None):
 def test_harm_flags_documents_below_tau(tmp_path, tiny_lm_dir):
     stage = HarmfulPerplexity(models=str(harm_dir(tmp_path, tiny_lm_dir, tau=1000.0)))
     assert not stage.needs_calibration
-    stage.setup()
-    out = stage(batch([WIKI_LIKE, "zzqx vvkw plof qqq", SENTENCES["es"]], ["en", "en", "es"]))
+    out = assert_stage_contract(stage, batch([WIKI_LIKE, "zzqx vvkw plof qqq", SENTENCES["es"]],
+                                             ["en", "en", "es"], source=["a", "b", "c"]))
     rows = out.to_pylist()
     assert rows[0]["harm_flag"] is (rows[0]["harm_ppl"] < 1000.0)
     assert rows[0]["harm_ppl"] < rows[1]["harm_ppl"]

@@ -97,7 +97,7 @@ def demo_sample():
     """600 demo documents across its sources, with the language lid176 gives them."""
     from thresher.models.langid import FastTextLID
     from thresher.models.registry import resolve
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     table = ds.dataset(root / "data" / "demo-crawl").to_table(columns=["text"])
     rng = random.Random(7)
     texts = [table.column("text")[i].as_py() for i in rng.sample(range(table.num_rows), 600)]

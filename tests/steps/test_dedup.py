@@ -23,7 +23,7 @@ from thresher.pipeline.engine.config import ConfigError, load_config, parse_conf
 from thresher.pipeline.engine.run import curate
 from thresher.pipeline.io import labelled_dups
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CRAWL = ROOT / "data" / "demo-crawl"
 THRESHER = str(Path(sys.executable).with_name("thresher"))
 DEDUP_ONLY = "stages:\n  - stage: dedup\nfilters: ['dup_keep != false']\n"

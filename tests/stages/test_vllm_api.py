@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy"))
 from lock_gpu import read_lock  # noqa: E402
 
@@ -342,7 +342,7 @@ def test_ray_data_llm_calls_into_vllm_exist_in_the_pinned_vllm(src):
 
 
 def test_processor_configs_are_valid_for_the_pinned_ray(src, monkeypatch):
-    from thresher.models.llm import processor
+    from thresher.pipeline.engine import ray_llm as processor
 
     monkeypatch.setattr("thresher.models.registry.resolve_model", lambda name: Path("/m"))
     config = processor.vllm_config({"engine": "vllm", "model": "x", "max_model_len": 2048,
@@ -359,7 +359,8 @@ def test_processor_configs_are_valid_for_the_pinned_ray(src, monkeypatch):
 def test_http_requests_use_fields_vllms_server_accepts(src, monkeypatch):
     """Every field the HTTP engine and the processor's HTTP variant send is a field of
     vLLM 0.33's ChatCompletionRequest (its server rejects or ignores others)."""
-    from thresher.models.llm import Sampling, processor
+    from thresher.models.llm import Sampling
+    from thresher.pipeline.engine import ray_llm as processor
     from thresher.models.llm.openai_engine import OpenAIEngine
 
     fields = src.fields("vllm.entrypoints.openai.chat_completion.protocol",
@@ -466,7 +467,8 @@ def test_the_processor_sends_token_ids_with_rays_tokenizer_stages_off(src, monke
     import ray.data.llm
     from ray.data.llm import vLLMEngineProcessorConfig
 
-    from thresher.models.llm import Sampling, processor
+    from thresher.models.llm import Sampling
+    from thresher.pipeline.engine import ray_llm as processor
 
     monkeypatch.setattr("thresher.models.registry.resolve_model", lambda name: Path("/m"))
     config = processor.vllm_config({"engine": "vllm", "model": "x"}, gpus=1)

@@ -1,4 +1,6 @@
-"""Ray Data LLM processors (Ray 2.60's `ray.data.llm`) for a set of conversations:
+"""Everything Ray does for LLM stages: the runner that holds a stage's model in an actor
+with the resources it asks (install(): an LLM teacher during calibration), and Ray
+Data LLM processors (Ray 2.60's `ray.data.llm`) for a set of conversations:
 vLLM's async engine in GPU actors (`engine: vllm`), or an OpenAI-compatible server
 (`engine: openai`: `vllm serve`, or `thresher models serve-llm`).
 
@@ -26,8 +28,10 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 
 from thresher.models.llm import Sampling
+from thresher.stages import base
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,8 @@ def vllm_config(spec: dict, gpus: float):
 
 
 def http_config(spec: dict):
-    """The HttpRequestProcessorConfig for {"engine": "openai", "url", ...}: requests to
+    """The HttpRequestProcessorConfig for an `openai` engine spec (its server's address,
+    retries, rate): requests to
     the server's chat-completions route, retried with backoff (429, 5xx, timeouts)."""
     from ray.data.llm import HttpRequestProcessorConfig
 
@@ -145,7 +150,7 @@ def generate_rows(spec: dict, conversations: list[list[dict]], sampling: Samplin
     result per conversation, in order. vLLM needs the model's `tokenizer` here (the
     prompts go as token ids). When the processor run itself fails (a server that
     stays down past the retries), the rows that did not come back get that error,
-    and the caller decides (the DataMan teacher marks them failed)."""
+    and the caller decides (a teacher marks them failed)."""
     import ray
 
     from thresher.models.llm import prompt_ids
@@ -186,3 +191,61 @@ def _failed(error: str) -> dict:
     """The result of a row that got no answer."""
     return {"text": "", "prompt_tokens": 0, "completion_tokens": 0, "truncated_output": False,
             "error": error}
+
+
+class RayRunner(base.Runner):
+    """stages.base.Runner on the Ray cluster this driver is connected to."""
+
+    cluster = True
+
+    def cpus(self) -> float:
+        import ray
+
+        return float(ray.cluster_resources().get("CPU", 1))
+
+    @contextmanager
+    def actor(self, cls, args: tuple, num_cpus: float = 1, num_gpus: float = 0):
+        import ray
+
+        handle = ray.remote(cls).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=1,
+                                         max_task_retries=1).remote(*args)
+        try:
+            yield _Actor(handle)
+        finally:
+            ray.kill(handle)
+
+    def generate_rows(self, spec: dict, conversations: list, sampling, model_name=None,
+                      tokenizer=None) -> list[dict]:
+        return generate_rows(spec, conversations, sampling, model_name, tokenizer)
+
+
+class _Actor:
+    def __init__(self, handle):
+        self.handle = handle
+
+    def call(self, method: str, *args):
+        import ray
+
+        return ray.get(getattr(self.handle, method).remote(*args))
+
+
+def install() -> None:
+    """On the driver, once connected: stages' off-batch work runs on the cluster."""
+    base.use_runner(RayRunner())
+
+
+def place_worker() -> None:
+    """In a worker, before its stages load: tell the LLM engines the share of a GPU Ray
+    gave this process (vLLM takes that share of the GPU's memory) and the run's job id
+    (loads are counted per job and node)."""
+    import ray
+
+    from thresher.models.llm import vllm_engine
+
+    context = ray.get_runtime_context()
+    try:
+        share = context.get_assigned_resources().get("GPU")
+    except AssertionError:  # the driver (calibration's sample, scored in-process)
+        share = None
+    vllm_engine.PLACE.update(gpu_share=min(float(share), 1.0) if share else 1.0,
+                             job=context.get_job_id())

@@ -22,9 +22,9 @@ import yaml
 
 from thresher.pipeline.tools.cli import _parser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SCHEMAS = Path(__file__).resolve().parent / "schemas"
+SCHEMAS = ROOT / "tests" / "schemas"
 KUBERAY = ("v1.6.2", "v1.7.0")
 THRESHER = str(Path(sys.executable).with_name("thresher"))
 

@@ -13,6 +13,7 @@ from thresher.models.dataman import RATINGS
 from thresher.models import dataman_student
 from thresher.models.dataman_student import DataManStudent, nonfinite, train_student
 from thresher.stages.dataman import DataManRating, token_cutoff
+from thresher.stages.testing import assert_stage_contract
 
 TOPICS = {  # domain letter, overall score, words
     "A": (5, "patient doctor clinical dose symptoms treatment hospital diagnosis therapy"),
@@ -151,8 +152,8 @@ def test_per_domain_quotas_keep_each_domains_share(student_dir, tmp_path):
     assert set(values["cutoffs"]["by_domain"]) == {"A", "L"}
     scored = DataManRating(student=str(student_dir), teacher_sample=0,
                            select={"keep_fraction": 0.3}, **values)
-    scored.setup()
-    out = scored(sample)
+    out = assert_stage_contract(scored, sample.append_column("source", pa.array(
+        ["web"] * sample.num_rows)))
     kept = np.array(out.column("dataman_selected").to_pylist())
     domains = np.array(out.column("dataman_domain").to_pylist())
     for letter in ("A", "L"):  # even L, the worst-rated domain, keeps its 30%

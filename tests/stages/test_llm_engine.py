@@ -197,7 +197,7 @@ def test_teacher_through_the_processor_rates_like_the_engine(llm_server, ray_clu
              "x" * 100_000]
     teacher = {"engine": "openai", "url": llm_server, "format": "instruct",
                "max_doc_tokens": 256, "max_new_tokens": 24, "batch_size": 2}
-    from thresher.models.llm import processor
+    from thresher.pipeline.engine import ray_llm as processor
 
     built = []
     real_build = processor.build
