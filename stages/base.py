@@ -103,6 +103,11 @@ class Stage:
     # would be thrown away, such as WRAP); the others get the stage's columns as nulls.
     # A config may override it per stage (`kept_only: true|false`).
     kept_only: bool = False
+    # True: the stage rewrites `text` (a text transform: PII redaction). The stages after
+    # it see the new text, curated rows are written with it, a row rejected later keeps
+    # the text it had when it was decided, and `source_shard`/`source_row` still name
+    # the original. Its columns say what changed. No other stage may touch `text`.
+    rewrites_text: ClassVar[bool] = False
     # True: a row that fails a filter on this stage's own columns is decided at once
     # (its drop reason set before the later stages), so that no later stage spends
     # time on it: dedup, whose dropped copies need no score of their own.

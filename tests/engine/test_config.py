@@ -12,7 +12,7 @@ def write(tmp_path, text):
 def test_default_config_runs_every_built_stage():
     config = load_config()
     assert [s.name for s in config.stages] == ["url", "dedup", "length", "lang", "heuristics",
-                                               "ccnet", "harm", "dataman", "wrap"]
+                                               "ccnet", "harm", "dataman", "pii", "wrap"]
     from thresher.stages import STAGES
 
     assert sorted(STAGES) == sorted(s.name for s in config.stages)  # every one of them
