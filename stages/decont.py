@@ -49,13 +49,20 @@ class Decontamination(Stage):
 
     def __init__(self, benchmarks: list | None = None, n: int = 13, language: str = "en",
                  find_query_ngrams: bool = False, find_overlap_ngrams: bool = True,
-                 index: str | None = None, resources: Resources | None = None):
+                 max_number_share: float | None = None, index: str | None = None,
+                 resources: Resources | None = None):
         super().__init__(resources)
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"decont: n must be a positive integer, got {n!r}")
         self.benchmarks = [_benchmark(b) for b in benchmarks or []]
         self.n, self.language = n, language
         self.find_query_ngrams, self.find_overlap_ngrams = find_query_ngrams, find_overlap_ngrams
+        if max_number_share is not None and not 0 <= max_number_share < 1:
+            raise ValueError(f"decont: max_number_share must be in [0, 1), got {max_number_share}")
+        # None: datatrove's decisions. A share: an n-gram more than that share of whose
+        # words are numbers (all `0` once simplified) is not matched, so that a table of
+        # numbers does not match an answer that lists numbers.
+        self.max_number_share = max_number_share
         self.index = index
         self.needs_calibration = bool(self.benchmarks) and index is None
         self._index: dict[int, list[tuple[str, str]]] | None = None
@@ -64,7 +71,8 @@ class Decontamination(Stage):
         return {"benchmarks": [{k: str(v) for k, v in b.items()} for b in self.benchmarks],
                 "n": self.n, "language": self.language, "index": self.index,
                 "find_query_ngrams": self.find_query_ngrams,
-                "find_overlap_ngrams": self.find_overlap_ngrams}
+                "find_overlap_ngrams": self.find_overlap_ngrams,
+                "max_number_share": self.max_number_share}
 
     def model_files(self) -> list[Path]:
         return [b["path"] for b in self.benchmarks]
@@ -210,10 +218,13 @@ class Decontamination(Stage):
         n, index, hash_func = self.n, self._index, self._hasher.hash_func
         words = self._words(text)
         grams, run = [], 0
+        limit = None if self.max_number_share is None else self.max_number_share * n
         for i, word in enumerate(words):
             run = run + 1 if word in self._vocab else 0
             if run >= n:
-                grams.append(" ".join(words[i - n + 1:i + 1]))
+                window = words[i - n + 1:i + 1]
+                if limit is None or window.count("0") <= limit:
+                    grams.append(" ".join(window))
         for j, gram in enumerate(grams):
             owners = index.get(hash_func(gram))
             if owners is not None:

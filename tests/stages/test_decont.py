@@ -141,3 +141,11 @@ def test_words_are_datatroves_tokens_of_the_simplified_text(stage):
     tokenizer, norm = stage._hasher.tokenizer, stage._hasher.config.norm_config
     for text in texts + ["I cannot say: gonna win 5km at 10am, don't you?"]:
         assert stage._words(text) == tokenizer.word_tokenize(simplify_text(text, norm))
+
+
+def test_number_runs_are_not_matched_when_the_config_says_so(stage, planted):
+    table, where = planted
+    strict = Decontamination(benchmarks=["humaneval"], index=stage.index,
+                             max_number_share=0.9).ready()
+    out = strict(table).to_pylist()
+    assert {r["id"] for r in out if r["decont_contaminated"]} == set(where)
