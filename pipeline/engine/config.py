@@ -170,6 +170,10 @@ def _mixture(values: object, source: str, stages: list[StageSpec]) -> MixtureOpt
                               "{fixed: {group: weight, ...}}")
     if options.max_groups < 1 or options.docs_per_group < 20:
         raise ConfigError(f"{where}: max_groups must be >= 1 and docs_per_group >= 20")
+    if options.tokenize is not None:
+        _check_tokenize(options.tokenize, f"{where}.tokenize")
+    if options.proxy.get("tokenizer") is not None:
+        _check_tokenizer(options.proxy["tokenizer"], f"{where}.proxy.tokenizer")
     if options.group_by is None:
         groups = [spec.cls.mixture_group for spec in stages if spec.cls.mixture_group]
         if not groups:
@@ -177,10 +181,6 @@ def _mixture(values: object, source: str, stages: list[StageSpec]) -> MixtureOpt
                               "column to group by: name one (a column of the input or of a "
                               "stage)")
         options = replace(options, group_by=groups[0])
-    if options.tokenize is not None:
-        _check_tokenize(options.tokenize, f"{where}.tokenize")
-    if options.proxy.get("tokenizer") is not None:
-        _check_tokenizer(options.proxy["tokenizer"], f"{where}.proxy.tokenizer")
     return options
 
 

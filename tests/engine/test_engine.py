@@ -36,7 +36,8 @@ def config_file(tmp_path, text, name="c.yaml"):
 def test_default_config_fuses_the_cpu_stages_and_gives_the_llm_its_own_operator():
     segments = plan_segments(load_config(), {"CPU": 2.0}, units=8)
     assert [s.names for s in segments] == [
-        ["url", "dedup", "lang", "heuristics", "ccnet", "harm", "dataman"], ["wrap"]]
+        ["url", "dedup", "length", "lang", "heuristics", "ccnet", "harm", "decont", "dataman",
+         "pii"], ["wrap"]]
     cpu, llm = segments
     assert cpu.reads and not cpu.settles and llm.settles and not llm.reads
     # WRAP's fixed 0.25 CPU leaves 1.75 for the CPU pool: two workers of 0.875 each.
@@ -44,8 +45,9 @@ def test_default_config_fuses_the_cpu_stages_and_gives_the_llm_its_own_operator(
     assert cpu.pool == (1, 2, 2) and cpu.num_cpus == pytest.approx(0.875)
     # Memory: a worker's base plus what each stage's models take.
     stages = load_config().stages
-    assert cpu.memory > WORKER_BASE_MEMORY + sum(s.memory_estimate for s in stages[:7]) - 1
-    assert all(s.memory_estimate > 0 for s in stages)
+    assert cpu.memory > WORKER_BASE_MEMORY + sum(s.memory_estimate for s in stages[:10]) - 1
+    modelless = {"length", "pii"}  # Python's string methods, regular expressions
+    assert all(s.memory_estimate > 0 for s in stages if s.name not in modelless)
 
 
 def test_pools_follow_the_cluster_size(tmp_path):

@@ -43,6 +43,7 @@ def test_a_batch_failure_quarantines_the_whole_batch_without_bisecting():
 def test_a_batch_that_keeps_killing_its_worker_is_failed_after_three_deaths(tmp_path,
                                                                           monkeypatch):
     monkeypatch.setattr(base.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(base, "_counts_for", base._FileCounts)  # outside a run's workers
     ids = ["x1", "x2"]
     marker_dir = tmp_path / f"thresher-attempts-{os.getuid()}" / "dataman"
     dead = []  # held, so that no finally runs: as when the process is gone
@@ -57,6 +58,7 @@ def test_a_batch_that_keeps_killing_its_worker_is_failed_after_three_deaths(tmp_
 
 def test_a_batch_that_returns_leaves_no_count_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(base.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(base, "_counts_for", base._FileCounts)
     for _ in range(5):  # the same batch in run after run is never failed for it
         with base.attempt_guard(["same"], "wrap"):
             pass
