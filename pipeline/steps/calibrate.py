@@ -72,9 +72,11 @@ def calibrate(config: Config, shards: list[Shard], out: Path, run_id: str) -> tu
             specs[i] = spec.with_params(values)
             saved[spec.name] = {"key": key, "values": values, "run_id": run_id,
                                 "sample_rows": sample.num_rows}
-            report[spec.name] = {"source": f"estimated on a sample of {sample.num_rows} rows",
+            source = (f"estimated on a sample of {sample.num_rows} rows"
+                      if stage.calibration_rows else "made without a sample")
+            report[spec.name] = {"source": source,
                                  "values": values}
-            log.info("calibrated %s on %d sampled rows: %s", spec.name, sample.num_rows, values)
+            log.info("calibrated %s (%s): %s", spec.name, source, values)
         write_text(str(path), json.dumps(saved, indent=1))
     return replace(config, stages=specs), report
 

@@ -149,3 +149,30 @@ def test_number_runs_are_not_matched_when_the_config_says_so(stage, planted):
                              max_number_share=0.9).ready()
     out = strict(table).to_pylist()
     assert {r["id"] for r in out if r["decont_contaminated"]} == set(where)
+
+
+def test_a_run_builds_the_index_once_ships_it_and_drops_the_planted_document(tmp_path,
+                                                                             ray_cluster):
+    import yaml
+
+    from conftest import good_rows, write_shard
+    from thresher.pipeline.engine.run import curate
+
+    item = humaneval()[0]
+    rows = good_rows(12)
+    rows[3]["text"] += "\n" + item["prompt"] + item["canonical_solution"]
+    shard = write_shard(tmp_path / "crawl" / "a.parquet", rows)
+    config = parse_config(yaml.safe_load(
+        "stages:\n  - stage: decont\n    benchmarks: [humaneval]\n"
+        "filters: ['decont_contaminated != true']\n"), "decont run")
+    result = curate([str(shard)], tmp_path / "out", config, progress=False)
+    assert result.totals["rejected"] == 1 and result.totals["curated"] == 11
+    manifest = json.loads(result.manifest_path.read_text())
+    assert manifest["drop_reasons"] == {"decont_contaminated=true": 1}
+    assert manifest["calibration"]["decont"]["source"] == "made without a sample"
+    rejected = pq.read_table(next((tmp_path / "out" / "rejected").glob("*.parquet")))
+    assert rejected.column("decont_item").to_pylist() == [item["task_id"]]
+    again = curate([str(write_shard(tmp_path / "crawl" / "b.parquet", good_rows(3)))],
+                   tmp_path / "out", config, progress=False)
+    saved = json.loads(again.manifest_path.read_text())["calibration"]["decont"]["source"]
+    assert saved.startswith("saved by run")  # the index is built once, then reused
