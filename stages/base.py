@@ -87,6 +87,14 @@ class Chart:
     why_not: str | None = None
 
 
+def present(table: pa.Table, column: str) -> list:
+    """The column's non-null values; none when the table lacks the column (a chart's
+    sample of a stage that did not run)."""
+    if column not in table.column_names:
+        return []
+    return table.column(column).drop_null().to_pylist()
+
+
 class Stage:
     """Base class: subclasses set `name` and `columns`, load models in `setup`.
 

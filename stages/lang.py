@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from thresher.models.langid import FastTextLID
 from thresher.models.registry import resolve
-from thresher.stages.base import Chart, Resources, Stage
+from thresher.stages.base import Chart, Resources, Stage, present
 
 
 class LanguageID(Stage):
@@ -38,15 +38,9 @@ class LanguageID(Stage):
 
     def charts(self, curated: pa.Table, rejected: pa.Table, manifest: dict) -> list[Chart]:
         title = "documents per language (top 25)"
-        kept, dropped = (Counter(_present(t, "lang")) for t in (curated, rejected))
+        kept, dropped = (Counter(present(t, "lang")) for t in (curated, rejected))
         if not kept and not dropped:
             return [Chart(title, why_not="`lang` is null on every sampled row")]
         langs = [lang for lang, _ in (kept + dropped).most_common(25)]
         return [Chart(title, langs, {"curated": [kept[x] for x in langs],
                                      "rejected": [dropped[x] for x in langs]})]
-
-
-def _present(table: pa.Table, column: str) -> list:
-    if column not in table.column_names:
-        return []
-    return table.column(column).drop_null().to_pylist()

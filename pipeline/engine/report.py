@@ -29,6 +29,7 @@ import pyarrow as pa  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from thresher.pipeline.io.storage import Store  # noqa: E402
+from thresher.stages.base import present  # noqa: E402
 from thresher.pipeline.engine.write import is_made_part, part_shard_key  # noqa: E402
 
 SAMPLE_ROWS = 200_000
@@ -140,13 +141,6 @@ def _reason_columns(*tables: pa.Table) -> list[str]:
     return names
 
 
-def _present(table: pa.Table, column: str) -> list:
-    """The column's non-null values; none when the table lacks the column."""
-    if column not in table.column_names:
-        return []
-    return table.column(column).drop_null().to_pylist()
-
-
 # --- drawing -------------------------------------------------------------------------
 
 def _figure(title: str, draw, height: float = 3.6) -> Plot:
@@ -252,7 +246,7 @@ def _failure_bars(columns: list[str], curated: pa.Table,
     bars, passed = [], []
     for k, column in enumerate(columns):
         name = column.removesuffix("_reason")
-        counts = Counter(_present(curated, column) + _present(rejected, column))
+        counts = Counter(present(curated, column) + present(rejected, column))
         if not counts:
             passed.append(name)
         color = _FILTER_COLORS[k % len(_FILTER_COLORS)]
@@ -315,12 +309,12 @@ def _histogram(column: str, curated: pa.Table, rejected: pa.Table) -> Plot:
 
 def _plottable(table: pa.Table, column: str, log: bool) -> list[float]:
     """Finite values (and only positive ones, as log10, on a log scale)."""
-    values = [v for v in _present(table, column) if math.isfinite(v)]
+    values = [v for v in present(table, column) if math.isfinite(v)]
     return [math.log10(v) for v in values if v > 0] if log else values
 
 
 def _why_no_values(column: str, log: bool, *tables: pa.Table) -> str:
-    if not any(_present(table, column) for table in tables):
+    if not any(present(table, column) for table in tables):
         return f"`{column}` is null on every sampled row: its stage did not set it in this run"
     return f"`{column}` has no finite{' positive' if log else ''} value in the sample"
 

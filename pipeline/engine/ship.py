@@ -53,13 +53,13 @@ def ship(specs: list) -> list:
 
 def land(specs: list) -> list:
     """The specs with each Shipped copy unpacked here (in a worker)."""
-    import ray
-
     landed = []
     for spec in specs:
         if not any(isinstance(value, Shipped) for value in spec.params.values()):
             landed.append(spec)  # nothing to unpack: the same spec, and its built stage
             continue
+        import ray
+
         params = dict(spec.params)
         for name, value in params.items():
             if isinstance(value, Shipped):

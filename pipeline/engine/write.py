@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.pipeline.engine.rules import Rule
+from thresher.pipeline.engine.ship import land
 from thresher.pipeline.io.storage import Store
 
 OUTCOMES = ("curated", "rejected", "quarantine")
@@ -44,21 +45,13 @@ def settle(batch: pa.Table, *, rules: list[Rule], out_dir: str, part_max_rows: i
     """Ray map_batches UDF: decide, write parts, return tallies (TALLY_SCHEMA).
     makers: the specs of the stages whose settle() hook may make rows."""
     batch = batch.append_column("drop_reason", decide(batch, rules))
-    stages = [spec.build() for spec in _landed(makers)]
+    stages = [spec.build() for spec in land(makers)]
     tallies = []
     for key in pc.unique(batch.column("_shard")).to_pylist():
         rows = batch.filter(pc.equal(batch.column("_shard"), key))
         tallies.append(_settle_shard(rows, key, Store.at(out_dir), part_max_rows,
                                      part_max_bytes, stages))
     return pa.Table.from_pylist(tallies, schema=TALLY_SCHEMA)
-
-
-def _landed(specs) -> list:
-    if not specs:
-        return []
-    from thresher.pipeline.engine.ship import land
-
-    return land(specs)
 
 
 def _settle_shard(rows: pa.Table, key: str, out: Store, part_max_rows: int,
