@@ -34,7 +34,8 @@ from thresher.pipeline.steps.dedup import components as components_mod
 from thresher.pipeline.steps.dedup import index, ranged
 from thresher.pipeline.steps.dedup.candidates import candidates, split_counts, with_keepers
 from thresher.pipeline.steps.dedup.common import (KEY_ROWS_PER_PARTITION, KEYS,
-                                                  SMALL_SHUFFLE_ROWS, URL_INDEX, DedupError,
+                                                  CLUSTERS, SMALL_SHUFFLE_ROWS, URL_INDEX,
+                                                  DedupError,
                                                   shuffles_as_tasks)
 from thresher.pipeline.steps.dedup.decisions import decide
 from thresher.pipeline.steps.dedup.signatures import departed_keys, signature_pass
@@ -75,22 +76,22 @@ class DedupStep(Step):
         """The index gains the shards this run finished (done in the ledger: their rows
         add up on disk); the report's cluster sizes are read while here."""
         finished = {shard_folder(path) for path in run.finished_paths()}
-        record_index(run.store, run.config, {"pending_index": self.pending}, finished)
+        record_index(run.store, run.config, self.pending, finished)
+        folders = sorted({shard_folder(t.shard.path) for t in run.tallies.values()})
         return {"index": index_size(run.store),
-                "clusters_by_size": cluster_sizes(run.store, run.run_id)}
+                "clusters_by_size": cluster_sizes(run.store, run.run_id, folders)}
 
 
-def cluster_sizes(store: Store, run_id: str) -> dict[int, int]:
+def cluster_sizes(store: Store, run_id: str, folders: list[str]) -> dict[int, int]:
     """Clusters this run found or grew: how many of each size (members across all
-    runs), from the first CLUSTER_SIZES_READ clusters."""
-    import pyarrow.fs as pafs
-
+    runs), from the first CLUSTER_SIZES_READ clusters. Each such cluster has a member
+    in a shard this run wrote (`folders`), so only their decision files are read: the
+    cost follows this run, not the index."""
     sizes: dict[int, int] = {}
     seen = set()
-    for folder in store.fs.get_file_info(pafs.FileSelector(store.path("dedup", "clusters"),
-                                                           allow_not_found=True)):
-        path = f"{folder.path}/{run_id}.parquet"
-        if folder.type != pafs.FileType.Directory or not store.exists(path):
+    for folder in folders:
+        path = store.path(CLUSTERS, folder, f"{run_id}.parquet")
+        if not store.exists(path):
             continue
         table = store.read_table(path, columns=["rep", "size"])
         for rep, size in zip(table.column("rep").to_pylist(), table.column("size").to_pylist()):
@@ -265,12 +266,13 @@ def _check_keep_by(config: Config, at: int, shards) -> None:
                          "dedup adds")
 
 
-def record_index(store: Store, config: Config, summary: dict, finished: set[str]) -> dict:
+def record_index(store: Store, config: Config, pending: dict, finished: set[str]) -> dict:
+    """The index gains the `finished` shard folders of `pending` (the step's signed
+    shards, by folder)."""
     at = find_stage(config)
-    if at is None or not summary:
+    if at is None:
         return index.summary(store)
-    return index.record(store, config.stages[at].build(), summary.get("pending_index", {}),
-                        finished)
+    return index.record(store, config.stages[at].build(), pending, finished)
 
 
 def index_size(store: Store) -> dict:
