@@ -74,7 +74,7 @@ class Segment:
 
 
 def quiet_ray(verbose: bool = False) -> None:
-    """Ray's and Ray Data's own console lines (start-up notes, per-operator progress)
+    """Ray's and Ray Data's own console output (start-up notes, per-operator progress)
     only when `verbose`; Ray keeps writing them to its session logs either way.
     thresher prints one line per shard and a periodic summary. (Ray's C++ core worker
     still prints one `core_worker.cc` line per run about actor constructor arguments:

@@ -170,9 +170,9 @@ def _shows_data(ax) -> bool:
         width, height = abs(bar.get_width()), abs(bar.get_height())
         return math.isfinite(width * height) and width * height > 0
     bars = any(visible(p) for p in ax.patches if isinstance(p, Rectangle))
-    lines = any(math.isfinite(x) and math.isfinite(y)
+    drawn = any(math.isfinite(x) and math.isfinite(y)
                 for line in ax.lines for x, y in line.get_xydata())
-    return bars or lines
+    return bars or drawn
 
 
 def _labelled_bars(ax, bars: list[tuple[str, int]], colors: list[str],

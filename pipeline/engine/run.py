@@ -30,7 +30,7 @@ from thresher.pipeline.engine.write import OUTCOMES
 log = logging.getLogger(__name__)
 
 
-SUMMARY_EVERY_S = 30  # a progress line between shard lines, for long shards
+SUMMARY_EVERY_S = 30  # a progress line between shard reports, for long shards
 
 
 class RunError(RuntimeError):

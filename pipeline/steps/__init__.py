@@ -2,8 +2,9 @@
 
 Before the stream, in this order (before_stream(), the engine's Step interface in
 pipeline/engine/run.py): dedup (clusters against the index; the decisions its stage
-reads) and calibration (values estimated from a sample). After it: the mixing step
-(Aioli proportions, training shards) and tokenizing.
+reads), lines (the lines each group of shards repeats, which paragraph dedup removes)
+and calibration (values estimated from a sample). After it: the mixing step (Aioli
+proportions, training shards) and tokenizing.
 """
 
 from __future__ import annotations
@@ -13,5 +14,6 @@ def before_stream() -> list:
     """The steps that run before the stream, in order: each feeds values into stages."""
     from thresher.pipeline.steps.calibrate import CalibrationStep
     from thresher.pipeline.steps.dedup import DedupStep
+    from thresher.pipeline.steps.lines import LinesStep
 
-    return [DedupStep(), CalibrationStep()]
+    return [DedupStep(), LinesStep(), CalibrationStep()]

@@ -11,14 +11,14 @@ def write(tmp_path, text):
 
 def test_default_config_runs_every_built_stage():
     config = load_config()
-    assert [s.name for s in config.stages] == ["url", "dedup", "length", "lang", "heuristics",
+    assert [s.name for s in config.stages] == ["url", "dedup", "lines", "length", "lang", "heuristics",
                                                "ccnet", "harm", "decont", "dataman", "pii", "wrap"]
     from thresher.stages import STAGES
 
     assert sorted(STAGES) == sorted(s.name for s in config.stages)  # every one of them
     assert [str(r) for r in config.filters] == [
         "url_blocked != true", "dup_keep != false", "dup_url_keep != false",
-        "lang_score >= 0.5",
+        "lines_kept > 0", "lang_score >= 0.5",
         "heuristics_gopher_repetition != false", "heuristics_fineweb != false",
         "ccnet_bucket != tail", "harm_flag != true", "decont_contaminated != true",
         "dataman_selected != false"]
