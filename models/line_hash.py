@@ -68,6 +68,8 @@ def keep_lines(text: str, hashes: np.ndarray, duplicated: np.ndarray) -> tuple[s
     line: held by two documents or more of the group) go, and of the lines left, a line
     repeated within the document keeps its first occurrence. (the new text, lines kept);
     with nothing kept, the text as it was and 0."""
+    if not duplicated.any() and len(set(hashes.tolist())) == len(hashes):
+        return text, len(hashes)  # nothing to remove: most documents
     lines = text.split("\n")
     seen: set[int] = set()
     kept = []

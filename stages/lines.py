@@ -36,7 +36,7 @@ SCOPES = ("group", "all")
 
 class Lines(Stage):
     name = "lines"
-    columns = {"lines_kept": pa.int32(), "lines_removed": pa.int32(),
+    columns = {"lines_kept": pa.int32(), "lines_removed_lines": pa.int32(),
                "lines_removed_chars": pa.int64(), "lines_seen_before": pa.int32()}
     reads = ("source_shard",)
     rewrites_text = True
@@ -79,10 +79,9 @@ class Lines(Stage):
         hashes = [line_hashes(t) if t else np.zeros(0, np.uint64) for t in texts]
         shards = (batch.column("source_shard").to_pylist() if self.sets is not None
                   else [None] * len(texts))
-        own = self.own_sets(hashes) if self.sets is None else None
+        found = self._found(hashes, shards)
         new_texts, kept, removed, chars, before = [], [], [], [], []
-        for text, h, shard in zip(texts, hashes, shards):
-            dup, earlier = self._lookup(h, own if shard is None else self._set(shard))
+        for text, h, (dup, earlier) in zip(texts, hashes, found):
             new, n = keep_lines(text, h, dup) if text else (text, 0)
             new_texts.append(new)
             kept.append(n)
@@ -92,9 +91,25 @@ class Lines(Stage):
         return (batch.set_column(batch.schema.get_field_index("text"), "text",
                                  pa.array(new_texts, pa.string()))
                 .append_column("lines_kept", pa.array(kept, pa.int32()))
-                .append_column("lines_removed", pa.array(removed, pa.int32()))
+                .append_column("lines_removed_lines", pa.array(removed, pa.int32()))
                 .append_column("lines_removed_chars", pa.array(chars, pa.int64()))
                 .append_column("lines_seen_before", pa.array(before, pa.int32())))
+
+    def _found(self, hashes: list[np.ndarray], shards: list) -> list:
+        """(duplicated, found only in an earlier crawl) per line of each row: one lookup
+        for all the rows of a shard."""
+        own = self.own_sets(hashes) if self.sets is None else None
+        rows_of: dict = {}
+        for i, shard in enumerate(shards):
+            rows_of.setdefault(shard, []).append(i)
+        found = [None] * len(hashes)
+        for shard, rows in rows_of.items():
+            sets = own if shard is None else self._set(shard)
+            dup, earlier = self._lookup(np.concatenate([hashes[i] for i in rows]), sets)
+            bounds = np.cumsum([len(hashes[i]) for i in rows])[:-1]
+            for i, d, e in zip(rows, np.split(dup, bounds), np.split(earlier, bounds)):
+                found[i] = (d, e)
+        return found
 
     @staticmethod
     def own_sets(hashes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -140,9 +155,9 @@ class Lines(Stage):
         series = {}
         for name, table in (("curated", curated), ("rejected", rejected)):
             counts = [0] * len(labels)
-            if "lines_removed" in table.column_names:
+            if "lines_removed_lines" in table.column_names:
                 for kept, removed in zip(table.column("lines_kept").to_pylist(),
-                                         table.column("lines_removed").to_pylist()):
+                                         table.column("lines_removed_lines").to_pylist()):
                     if removed is not None:
                         counts[_bin(kept, removed)] += 1
             series[name] = counts

@@ -67,3 +67,31 @@ def test_corrupt_or_wrong_model_files_fail_at_load(tmp_path, tiny_lm_dir):
         CCNetLM(tiny_lm_dir / "en.arpa.bin", bad)
     with pytest.raises(FileNotFoundError):
         WordLM(tmp_path / "missing.arpa.bin")
+
+
+def test_perplexity_after_lines_is_cc_nets_on_cc_nets_deduplicated_text(tiny_lm_dir):
+    """cc_net scores what its paragraph dedup left; so does the ccnet stage after lines.
+    CC_NET is cc_net's own dedup output for GROUP (see tests/stages/test_lines.py)."""
+    import pyarrow as pa
+
+    from test_lines import CC_NET, GROUP
+    from thresher.stages.ccnet import CCNetPerplexity
+    from thresher.stages.lines import Lines
+
+    batch = pa.table({"id": [str(i) for i in range(len(GROUP))], "text": GROUP,
+                      "lang": ["en"] * len(GROUP)})
+    deduplicated = Lines()(batch)
+    kept = deduplicated.filter(pa.compute.greater(deduplicated.column("lines_kept"), 0))
+    scored = CCNetPerplexity(lm_dir=str(tiny_lm_dir), cutoffs={"en": (10.0, 1e9)}).ready()(kept)
+    lm = kenlm.Model(str(tiny_lm_dir / "en.arpa.bin"))
+    sp = CCNetLM(tiny_lm_dir / "en.arpa.bin", tiny_lm_dir / "en.sp.model").sp
+    expected = []
+    for text in (t for t in CC_NET if t is not None):
+        # cc_net's MultiSentencePiece normalizes the whole document (newlines deleted),
+        # then DocLM scores it as one line, </s> included
+        pieces = sp.Encode(normalize(text), out_type=str)
+        log10 = sum(score for score, _, _ in lm.full_scores(" ".join(pieces)))
+        expected.append(round(10 ** (-log10 / (len(pieces) + 1)), 1))
+    assert scored.column("text").to_pylist() == [t for t in CC_NET if t is not None]
+    column = scored.column("ccnet_ppl")
+    assert column.to_pylist() == pa.array(expected, column.type).to_pylist()

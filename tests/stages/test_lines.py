@@ -57,16 +57,16 @@ def test_a_group_is_deduplicated_as_cc_net_does_it():
     assert [r["text"] if r["lines_kept"] else None for r in out] == CC_NET
     dropped = out[2]
     assert dropped["text"] == GROUP[2]  # nothing left: the text stays, for the rejected output
-    assert (dropped["lines_kept"], dropped["lines_removed"]) == (0, 2)
-    assert (out[0]["lines_kept"], out[0]["lines_removed"]) == (1, 4)
+    assert (dropped["lines_kept"], dropped["lines_removed_lines"]) == (0, 2)
+    assert (out[0]["lines_kept"], out[0]["lines_removed_lines"]) == (1, 4)
     assert out[0]["lines_removed_chars"] == len(GROUP[0]) - len(CC_NET[0])
-    assert out[3]["lines_removed"] == 2  # two repeats of the empty line within the document
+    assert out[3]["lines_removed_lines"] == 2  # two repeats of the empty line within the document
     assert {r["lines_seen_before"] for r in out} == {0}
 
 
 def test_the_empty_document_keeps_nothing():
     out = Lines()(table(["", "x"])).to_pylist()
-    assert (out[0]["lines_kept"], out[0]["lines_removed"]) == (0, 0)
+    assert (out[0]["lines_kept"], out[0]["lines_removed_lines"]) == (0, 0)
     assert (out[1]["text"], out[1]["lines_kept"]) == ("x", 1)
 
 
@@ -96,3 +96,13 @@ def test_the_bloom_filters_false_positive_rate_is_its_target():
     assert shape.contains(part, items).all()
     rate = shape.contains(part, held_out).mean()
     assert abs(rate - 0.01) / 0.01 < 0.2, rate
+
+
+def test_the_report_chart_bins_each_documents_share_of_lines_removed():
+    out = Lines()(table(GROUP))
+    chart, = Lines().charts(out, out.slice(0, 0), {})
+    # every document lost lines: document 3 two of five (25-50%), document 2 all
+    assert chart.labels == ["none", "<10%", "10-25%", "25-50%", "50-99%", "all"]
+    assert chart.series["curated"] == [0, 0, 0, 1, 4, 1]
+    empty = Lines().charts(out.slice(0, 0), out.slice(0, 0), {})[0]
+    assert empty.why_not
