@@ -145,8 +145,9 @@ def find_duplicates(config: Config, at: int, shards: list, groups: dict, store: 
     units = [{"path": s.path, "key": s.key, "folder": shard_folder(s.path),
               "group": groups[shard_folder(s.path)]} for s in shards]
     ray.data.DataContext.get_current().enable_progress_bars = False
-    log.info("lines: hashing the lines of %d shards in %d groups of up to %d", len(shards),
-             len(set(groups.values())), stage.group_shards)
+    count = len(set(groups.values()))
+    log.info("lines: hashing the lines of %d shards in %d group%s of up to %d", len(shards),
+             count, "" if count == 1 else "s", stage.group_shards)
     with shuffles_as_tasks(rows_guess <= 20_000_000):
         with phase(phases, "hashes"):
             rows = _hash_pass(units, config, at, store, buckets, scope_all, cpus).materialize()
