@@ -57,6 +57,7 @@ def models_home() -> Path:
 BUILTIN_DIRS = {
     "ccnet-default": "ccnet",  # cc_net lm_dir layout: <lang>.arpa.bin + <lang>.sp.model
     "harm-default": "harm",  # word-level harmful KenLMs: <lang>.arpa.bin (+ <lang>.tau.json)
+    "quality-default": "quality",  # a fastText quality classifier: model.bin (+ card.json)
 }
 
 

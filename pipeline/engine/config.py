@@ -112,7 +112,7 @@ def load_config(path: str | Path | None = None) -> Config:
 def parse_config(raw: object, source: str) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with `stages` and `filters`")
-    unknown = set(raw) - {"run", "stages", "filters", "mixture"}
+    unknown = set(raw) - {"run", "stages", "filters", "mixture", "recipe"}  # recipe: its header
     if unknown:
         raise ConfigError(f"{source}: unknown top-level keys {sorted(unknown)}; "
                           "known: run, stages, filters, mixture")

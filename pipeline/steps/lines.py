@@ -39,6 +39,7 @@ from thresher.pipeline.engine.read import read_unit
 from thresher.pipeline.engine.run import RunState, Step, phase
 from thresher.pipeline.io.storage import Store
 from thresher.pipeline.steps.dedup.common import shuffles_as_tasks
+from thresher.pipeline.steps.shard_pass import check_before, over_shards, read_options, stage_index
 from thresher.stages.dedup import shard_folder
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,7 @@ class LinesError(ConfigError):
 
 
 def find_stage(config: Config) -> int | None:
-    names = [spec.name for spec in config.stages]
-    return names.index("lines") if "lines" in names else None
+    return stage_index(config, "lines")
 
 
 class LinesStep(Step):
@@ -67,15 +67,7 @@ class LinesStep(Step):
         self.hashed: list[str] = []
 
     def check(self, config: Config) -> None:
-        at = find_stage(config)
-        if at is None:
-            return
-        for spec in config.stages[:at]:
-            stage = spec.build()
-            if stage.needs_calibration or spec.resources.num_gpus or not spec.fusable:
-                raise LinesError(
-                    f"{config.source}: stage {spec.name} is before lines but needs a "
-                    "calibration, a GPU or an LLM; put lines before it")
+        check_before(config, "lines", LinesError)
 
     def wanted(self, config: Config) -> bool:
         return find_stage(config) is not None
@@ -184,17 +176,9 @@ def find_duplicates(config: Config, at: int, shards: list, groups: dict, store: 
 
 def _hash_pass(units: list[dict], config: Config, at: int, store: Store, buckets: int,
                scope_all: bool, cpus: int):
-    import ray
-
-    read = {"batch_rows": config.run.read_batch_rows,
-            "max_text_bytes": config.run.max_text_bytes}
-    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus),
-                                      initial_size=max(1, min(cpus, len(units))),
-                                      max_tasks_in_flight_per_actor=2)
-    return ray.data.from_items(units, override_num_blocks=max(1, len(units))).map_batches(
-        Hasher, compute=pool, batch_size=1, batch_format="pyarrow", num_cpus=0.75,
-        fn_constructor_args=(config.stages[:at], tuple(config.filters), read, store.location,
-                             buckets, scope_all))
+    return over_shards(units, Hasher, (config.stages[:at], tuple(config.filters),
+                                       read_options(config), store.location, buckets,
+                                       scope_all), cpus)
 
 
 class Hasher:

@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                                        "the output folder when local, else "
                                        "$THRESHER_STATE_DIR/<output>)")
     curate.add_argument("--config", "-c", help="pipeline YAML (default: the built-in one)")
+    curate.add_argument("--recipe", help="a published recipe instead (thresher config --recipe "
+                        "NAME prints it): " + ", ".join(_recipe_names()))
+    curate.add_argument("--set", action="append", metavar="NAME=VALUE",
+                        help="a recipe's variable, e.g. --set classifier=/models/x.bin")
     curate.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else "
                                           "an in-process Ray)")
     curate.add_argument("--num-cpus", type=int, help="CPUs of the in-process Ray")
@@ -120,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="print the default config, or check one")
     config.add_argument("--check", metavar="FILE", help="validate FILE and print its stages")
+    config.add_argument("--recipe", help="print a published recipe's config: "
+                        + ", ".join(_recipe_names()))
     config.set_defaults(func=_config)
 
     models = commands.add_parser("models", help="train and calibrate models")
@@ -189,10 +195,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _recipe_names() -> list[str]:
+    from thresher.pipeline.recipes import names
+
+    return names()
+
+
+def _run_config(args):
+    """--config, --recipe (with its --set variables) or the default."""
+    from thresher.pipeline.recipes import load_recipe, parse_sets
+
+    if args.recipe and args.config:
+        raise ConfigError("give --config or --recipe, not both")
+    if args.recipe:
+        return load_recipe(args.recipe, parse_sets(args.set))
+    if args.set:
+        raise ConfigError("--set fills a recipe's variables: give --recipe too")
+    return load_config(args.config)
+
+
 def _curate(args) -> int:
     from thresher.pipeline.engine.run import curate
 
-    config = load_config(args.config)
+    config = _run_config(args)
     result = curate(args.input, args.output, config, address=args.address,
                     num_cpus=args.num_cpus,
                     # Ray's progress bars only on a terminal: in a log they are noise.
@@ -359,6 +384,11 @@ def _status(args) -> int:
 
 
 def _config(args) -> int:
+    if args.recipe:
+        from thresher.pipeline.recipes import recipe_text
+
+        print(recipe_text(args.recipe), end="")
+        return 0
     if args.check:
         config = load_config(args.check)
         for spec in config.stages:

@@ -4,6 +4,10 @@
            normalized reference text: English from the Wikipedia sample in gensim's
            test data; German, French and Spanish from the Debian Administrator's
            Handbook (which is also in the demo crawl, so those pages score low there).
+  quality/ a fastText quality classifier in DCLM's manner (model.bin, card.json): label
+           hq for reference text (the Wikipedia sample, the handbook's paragraphs), lq
+           for the demo's generated junk pages and fortunes, word bigrams, as DCLM's
+           classifier was trained (positive: instruction data; negative: RefinedWeb).
   harm/    Spanish harmful-content KenLM (word-level, raw text, OSCAR's variant) on
            Debian's offensive Spanish fortunes, a reference LM of the same kind on the
            ordinary Spanish fortunes (for the cross-entropy-difference rule), each of
@@ -43,6 +47,7 @@ CCNET_VOCAB = 8000  # cc_net used 65536 on full Wikipedia; these corpora are a f
 
 def build_default_models(crawl: Path, out: Path) -> dict:
     out = Path(out)
+    build_quality(Path(crawl), out / "quality")  # stamped on its own: added later
     stamp = out / "_BUILD.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("version") == BUILD_VERSION:
         return json.loads(stamp.read_text())
@@ -56,6 +61,51 @@ def build_default_models(crawl: Path, out: Path) -> dict:
                "seconds": round(time.time() - started, 1)}
     stamp.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+QUALITY_VERSION = 1
+
+
+def build_quality(crawl: Path, out: Path) -> dict:
+    """The default quality classifier (see the module's docstring); one document in ten
+    held out, and its accuracy on them in card.json."""
+    import random
+
+    import fasttext
+
+    card_path = out / "card.json"
+    if card_path.exists() and json.loads(card_path.read_text()).get("version") == QUALITY_VERSION:
+        return json.loads(card_path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="thresher-quality-") as tmp:
+        positive = [p for path in reference_corpora(crawl, Path(tmp)).values()
+                    for p in path.read_text(encoding="utf-8").splitlines()]
+    table = pq.read_table(sorted(crawl.glob("part-*.parquet")), columns=["text", "source"])
+    negative = [t for t, s in zip(table.column("text").to_pylist(),
+                                  table.column("source").to_pylist())
+                if s.startswith("junk") or s.startswith("fortunes")]
+    rng = random.Random(0)
+    rng.shuffle(positive)
+    rng.shuffle(negative)
+    size = min(len(positive), len(negative), 20000)
+    rows = [("hq", t) for t in positive[:size]] + [("lq", t) for t in negative[:size]]
+    rng.shuffle(rows)
+    held = len(rows) // 10
+    with tempfile.TemporaryDirectory(prefix="thresher-quality-") as tmp:
+        train = Path(tmp) / "train.txt"
+        train.write_text("".join(f"__label__{label} {' '.join(text.split())}\n"
+                                 for label, text in rows[held:]), encoding="utf-8")
+        model = fasttext.train_supervised(str(train), epoch=5, wordNgrams=2, dim=32,
+                                          thread=1, seed=1, verbose=0)
+    model.save_model(str(out / "model.bin"))
+    right = sum(model.predict(" ".join(text.split()))[0][0] == f"__label__{label}"
+                for label, text in rows[:held])
+    card = {"version": QUALITY_VERSION, "labels": ["hq", "lq"], "trained_on": len(rows) - held,
+            "held_out": held, "held_out_accuracy": round(right / max(held, 1), 4),
+            "hq": "Wikipedia sample (gensim) and Debian handbook paragraphs",
+            "lq": "the demo crawl's generated junk pages and fortunes"}
+    card_path.write_text(json.dumps(card, indent=1))
+    return card
 
 
 def reference_corpora(crawl: Path, tmp: Path) -> dict[str, Path]:

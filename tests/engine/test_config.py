@@ -12,7 +12,7 @@ def write(tmp_path, text):
 def test_default_config_runs_every_built_stage():
     config = load_config()
     assert [s.name for s in config.stages] == ["url", "dedup", "lines", "length", "lang", "heuristics",
-                                               "ccnet", "harm", "decont", "dataman", "pii", "wrap"]
+                                               "ccnet", "harm", "classify", "decont", "dataman", "pii", "wrap"]
     from thresher.stages import STAGES
 
     assert sorted(STAGES) == sorted(s.name for s in config.stages)  # every one of them

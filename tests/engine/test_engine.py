@@ -36,7 +36,7 @@ def config_file(tmp_path, text, name="c.yaml"):
 def test_default_config_fuses_the_cpu_stages_and_gives_the_llm_its_own_operator():
     segments = plan_segments(load_config(), {"CPU": 2.0}, units=8)
     assert [s.names for s in segments] == [
-        ["url", "dedup", "lines", "length", "lang", "heuristics", "ccnet", "harm", "decont", "dataman",
+        ["url", "dedup", "lines", "length", "lang", "heuristics", "ccnet", "harm", "classify", "decont", "dataman",
          "pii"], ["wrap"]]
     cpu, llm = segments
     assert cpu.reads and not cpu.settles and llm.settles and not llm.reads

@@ -85,3 +85,18 @@ def test_a_filter_of_another_size_is_refused(tmp_path, ray_cluster, config):
     other = write_shard(tmp_path / "crawl" / "b.parquet", docs("b", ["three"]))
     with pytest.raises(Exception, match="capacity 10000 at fp_rate 0.001"):
         curate([str(other)], tmp_path / "out", bigger, progress=False)
+
+
+def test_a_stage_that_calibrates_before_lines_is_refused_by_the_config_check(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = tmp_path / "c.yaml"
+    config.write_text("stages:\n  - stage: ccnet\n  - stage: lines\nfilters: []\n")
+    result = subprocess.run([str(Path(sys.executable).with_name("thresher")), "config",
+                             "--check", str(config)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"thresher: error: {config}: stage ccnet is before lines but needs a calibration, a "
+        "GPU or an LLM; put lines before it")

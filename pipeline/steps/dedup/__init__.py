@@ -40,6 +40,7 @@ from thresher.pipeline.steps.dedup.common import (KEY_ROWS_PER_PARTITION, KEYS,
 from thresher.pipeline.steps.dedup.decisions import decide
 from thresher.pipeline.steps.dedup.signatures import departed_keys, signature_pass
 from thresher.pipeline.steps.dedup.urls import decide_urls
+from thresher.pipeline.steps.shard_pass import check_before, stage_index
 from thresher.stages.dedup import Dedup, shard_folder
 
 log = logging.getLogger(__name__)
@@ -104,23 +105,13 @@ def cluster_sizes(store: Store, run_id: str, folders: list[str]) -> dict[int, in
 
 
 def find_stage(config: Config) -> int | None:
-    names = [spec.name for spec in config.stages]
-    return names.index("dedup") if "dedup" in names else None
+    return stage_index(config, "dedup")
 
 
 def check_placement(config: Config) -> None:
-    """Stages before dedup run in the signature pass too, so they must not need a
-    calibration (it runs after dedup, on deduplicated rows) or a GPU."""
-    at = find_stage(config)
-    if at is None:
-        return
-    for spec in config.stages[:at]:
-        stage = spec.build()
-        if stage.needs_calibration or spec.resources.num_gpus or not spec.fusable:
-            raise DedupError(
-                f"{config.source}: stage {spec.name} is before dedup but needs a calibration, "
-                "a GPU or an LLM; put dedup before it (keep_by may name a column of the input "
-                "or of a stage before dedup that needs none of these)")
+    """Stages before dedup run in the signature pass too (shard_pass.check_before)."""
+    check_before(config, "dedup", DedupError, " (keep_by may name a column of the input "
+                 "or of a stage before dedup that needs none of these)")
 
 
 def run_dedup(config: Config, shards, store: Store, numbers: dict[str, int],

@@ -21,22 +21,15 @@ from thresher.pipeline.engine.read import read_unit
 from thresher.pipeline.io.storage import Store
 from thresher.pipeline.steps.dedup.common import FILE_ROWS, KEY_SCHEMA, SIGNATURES, rep_key
 from thresher.pipeline.steps.dedup.ranged import range_of
+from thresher.pipeline.steps.shard_pass import over_shards, read_options
 from thresher.stages.dedup import Dedup
 
 
 def signature_pass(units, config, at: int, store: Store, level: int, cpus: int, run_id: str):
     """The new shards' content key rows (a lazy dataset); signing writes the entries."""
-    import ray
-
-    read = {"batch_rows": config.run.read_batch_rows,
-            "max_text_bytes": config.run.max_text_bytes}
-    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus),
-                                      initial_size=max(1, min(cpus, len(units))),
-                                      max_tasks_in_flight_per_actor=2)
-    return ray.data.from_items(units, override_num_blocks=max(1, len(units))).map_batches(
-        Signer, compute=pool, batch_size=1, batch_format="pyarrow", num_cpus=0.75,
-        fn_constructor_args=(config.stages[:at], config.stages[at], tuple(config.filters),
-                             read, store.location, level, run_id))
+    return over_shards(units, Signer, (config.stages[:at], config.stages[at],
+                                       tuple(config.filters), read_options(config),
+                                       store.location, level, run_id), cpus)
 
 
 class Signer:

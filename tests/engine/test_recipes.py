@@ -1,0 +1,79 @@
+"""Published recipes through the CLI as README uses it: printed, checked, refused
+without their model in one line, and run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from thresher.pipeline.recipes import load_recipe, names, recipe_text
+
+THRESHER = str(Path(sys.executable).with_name("thresher"))
+RECIPES = Path(__file__).resolve().parents[2] / "pipeline" / "recipes"
+
+
+def run(*args, cwd=None):
+    return subprocess.run([THRESHER, *args], capture_output=True, text=True, timeout=600,
+                          cwd=cwd)
+
+
+def test_the_shipped_recipes_are_listed_and_printed_as_shipped(tmp_path):
+    assert names() == ["dclm", "fineweb-edu"]
+    for name in names():
+        printed = run("config", "--recipe", name, cwd=tmp_path)
+        assert printed.returncode == 0
+        assert printed.stdout == (RECIPES / f"{name}.yaml").read_text() == recipe_text(name)
+        header = __import__("yaml").safe_load(printed.stdout)["recipe"]
+        assert header["reproduces"] and header["differs"] and header["variables"]
+
+
+@pytest.mark.parametrize("name, where", [
+    ("dclm", "huggingface.co/mlfoundations/fasttext-oh-eli5"),
+    ("fineweb-edu", "huggingface.co/HuggingFaceFW/fineweb-edu-classifier"),
+])
+def test_a_recipe_without_its_classifier_is_refused_in_one_line(tmp_path, name, where):
+    result = run("curate", "--recipe", name, "-i", str(tmp_path), "-o", str(tmp_path / "o"))
+    assert result.returncode == 2
+    line, = result.stderr.strip().splitlines()
+    assert line.startswith(f"thresher: error: recipe {name} needs --set classifier=PATH: ")
+    assert where in line
+
+
+def test_bad_recipe_arguments_are_user_errors(tmp_path):
+    for args, message in ((["--recipe", "nope"], "no recipe 'nope'; the recipes: dclm"),
+                          (["--recipe", "dclm", "--set", "model=x"], "no variable model"),
+                          (["--set", "classifier=x"], "give --recipe too"),
+                          (["--recipe", "dclm", "-c", "x.yaml"], "not both")):
+        result = run("curate", *args, "-i", str(tmp_path), "-o", str(tmp_path / "o"))
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+
+
+def test_the_recipes_pass_the_config_check(quality_fasttext, tiny_bert):
+    dclm = load_recipe("dclm", {"classifier": str(quality_fasttext)})
+    assert [s.name for s in dclm.stages] == ["dedup", "lines", "lang", "heuristics", "classify"]
+    edu = load_recipe("fineweb-edu", {"classifier": str(tiny_bert / "regression")})
+    assert [s.name for s in edu.stages][-2:] == ["classify", "pii"]
+    assert "classify_score > 2.5" in [str(r) for r in edu.filters]
+    for config in (dclm, edu):
+        for spec in config.stages:
+            spec.build().check()
+
+
+def test_dclm_keeps_the_top_tenth_of_its_pool(tmp_path, quality_fasttext):
+    """A real run of the recipe on 1,500 demo documents: the cut is calibrated on the
+    documents the earlier filters keep, and about a tenth of them stay."""
+    source = pq.read_table(sorted((RECIPES.parents[1] / "data" / "demo-crawl")
+                                  .glob("*.parquet"))[0]).slice(0, 1500)
+    pq.write_table(source, tmp_path / "crawl.parquet")
+    result = run("curate", "--recipe", "dclm", "--set", f"classifier={quality_fasttext}",
+                 "-i", str(tmp_path / "crawl.parquet"), "-o", str(tmp_path / "out"),
+                 "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads(next((tmp_path / "out" / "runs").glob("*/manifest.json")).read_text())
+    assert manifest["config_source"] == "recipe dclm"
+    assert manifest["calibration"]["classify"]["source"].startswith("estimated on a sample")
+    pool = manifest["totals"]["curated"] + manifest["drop_reasons"]["classify_keep=false"]
+    assert 0.05 <= manifest["totals"]["curated"] / pool <= 0.15, manifest["drop_reasons"]
