@@ -20,16 +20,14 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import sys
-import unicodedata
 from collections import Counter
-from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from thresher.models.normalize import strip_accents
 from thresher.stages.base import Resources, Stage
 
 # Benchmarks a package installs, by name: the file and the fields that hold an item's
@@ -133,7 +131,6 @@ class Decontamination(Stage):
         # does with one regex, and only where the text is not ASCII.
         self._ascii_norm = replace(self._hasher.config.norm_config, norm_unicode_diacritics=False)
         self._pieces: dict[str, tuple[str, ...]] = {}
-        _MARKS()  # built once per process (a second), not in the first batch
         self._special = set(self._hasher.tokenizer.tokenizer.tokenizer.rules)
         self._index = {}
         if self.index:
@@ -160,16 +157,25 @@ class Decontamination(Stage):
         return batch
 
     def _words(self, text: str) -> list[str]:
-        """datatrove's word_tokenize(simplify_text(text)), faster and the same: the
-        simplified text is words between single spaces, and spaCy splits each such
-        piece on its own, so each distinct piece is tokenized once (the new ones of a
-        document in one call) and remembered."""
+        """datatrove's word_tokenize(simplify_text(text)), faster and the same."""
+        return [word for entry in self._entries(text) for word in entry[0]]
+
+    def _entries(self, text: str) -> list[tuple]:
+        """The text's pieces (what the simplified text holds between single spaces) as
+        (words, leading, trailing and longest run of indexed words, all indexed). spaCy
+        splits each piece on its own, so each distinct piece is tokenized once (the new
+        ones of a document in one call) and remembered with its runs."""
         from datatrove.utils.text import simplify_text
 
-        simple = simplify_text(text, self._ascii_norm)
+        norm = self._ascii_norm
+        if not (norm.norm_weekdays or norm.norm_monthnames):
+            simple = _simplify(text, norm)
+        else:
+            simple = simplify_text(text, norm)
         if self._hasher.config.norm_config.norm_unicode_diacritics and not simple.isascii():
-            # simplify_text's last step, with the marks dropped by one regex
-            simple = _MARKS().sub("", unicodedata.normalize("NFD", simple)).strip()
+            # simplify_text's last step (NFD, then no character of category Mn), as
+            # cc_net's normalization strips accents: the same step
+            simple = strip_accents(simple).strip()
         pieces = simple.split(" ")
         known = self._pieces
         if len(known) > 1_000_000:
@@ -178,13 +184,23 @@ class Decontamination(Stage):
         if new:
             # A piece of ASCII letters that is no special case of spaCy's (`cannot`,
             # `dont`) is one word: spaCy's affix rules split none of them.
-            plain = {p: (p,) for p in new if p.isascii() and p.isalpha()
+            words = {p: (p,) for p in new if p.isascii() and p.isalpha()
                      and p not in self._special}
-            known.update(plain)
-            rest = [p for p in new if p not in plain]
+            rest = [p for p in new if p not in words]
             if rest:
-                known.update(self._tokenize_pieces(rest))
-        return [word for piece in pieces for word in known[piece]]
+                words.update(self._tokenize_pieces(rest))
+            known.update((p, self._runs(w)) for p, w in words.items())
+        return [known[piece] for piece in pieces]
+
+    def _runs(self, words: tuple[str, ...]) -> tuple:
+        flags = [w in self._vocab for w in words]
+        lead = flags.index(False) if False in flags else len(flags)
+        trail = flags[::-1].index(False) if False in flags else len(flags)
+        best = run = 0
+        for flag in flags:
+            run = run + 1 if flag else 0
+            best = max(best, run)
+        return words, lead, trail, best, lead == len(flags)
 
     def _tokenize_pieces(self, pieces: list[str]) -> dict[str, tuple[str, ...]]:
         """Each piece's words, from one spaCy call over the pieces joined by spaces
@@ -216,7 +232,10 @@ class Decontamination(Stage):
         if not self._index:
             return None
         n, index, hash_func = self.n, self._index, self._hasher.hash_func
-        words = self._words(text)
+        entries = self._entries(text)
+        if not _has_run(entries, n):  # no n indexed words in a row: no n-gram to look up
+            return None
+        words = [word for entry in entries for word in entry[0]]
         grams, run = [], 0
         limit = None if self.max_number_share is None else self.max_number_share * n
         for i, word in enumerate(words):
@@ -236,18 +255,58 @@ class Decontamination(Stage):
         return None
 
 
-@cache
-def _MARKS() -> re.Pattern:
-    """Every character of Unicode category Mn (what simplify_text drops after NFD)."""
-    ranges: list[list[int]] = []
-    for c in range(sys.maxunicode + 1):
-        if unicodedata.category(chr(c)) == "Mn":
-            if ranges and ranges[-1][1] == c - 1:
-                ranges[-1][1] = c
-            else:
-                ranges.append([c, c])
-    return re.compile("[" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}"
-                                    for a, b in ranges) + "]")
+def _has_run(entries: list[tuple], n: int) -> bool:
+    """Whether n words in a row are all indexed, from each piece's runs."""
+    run = 0
+    for words, lead, trail, best, full in entries:
+        if full:
+            run += len(words)
+            if run >= n:
+                return True
+        else:
+            if run + lead >= n or best >= n:
+                return True
+            run = trail
+    return False
+
+
+_PUNCTUATION: tuple | None = None
+
+
+def _punctuation() -> tuple[bytes, re.Pattern]:
+    """datatrove's punctuation table (every character it maps goes to a space) as a
+    byte table for ASCII text and one character class for the rest: all in the BMP,
+    so Python's regex engine tests a character against a bitmap."""
+    global _PUNCTUATION
+    if _PUNCTUATION is None:
+        from datatrove.utils.text import PUNCTUATION_TRANS
+
+        assert set(PUNCTUATION_TRANS.values()) == {32} and max(PUNCTUATION_TRANS) < 0x10000
+        ascii_keys = bytes(k for k in PUNCTUATION_TRANS if k < 128)
+        _PUNCTUATION = (bytes.maketrans(ascii_keys, b" " * len(ascii_keys)),
+                        re.compile("[" + re.escape("".join(map(chr, PUNCTUATION_TRANS))) + "]"))
+    return _PUNCTUATION
+
+
+def _simplify(text: str, norm) -> str:
+    """simplify_text without its unicode step (done after, where needed), the same steps
+    with datatrove's own number pattern and punctuation table: the table applied to an
+    ASCII text's bytes in one C pass, to any other text by one character class (where
+    str.translate looks every character up in a dict), and white space folded by
+    split/join (the characters str.split splits on are those `\s` matches)."""
+    from datatrove.utils.text import NUMBERS_PATTERN
+
+    if norm.lowercase:
+        text = text.lower()
+    if norm.norm_numbers:
+        text = NUMBERS_PATTERN.sub("0", text)
+    if norm.remove_punctuation:
+        table, pattern = _punctuation()
+        text = (text.encode("ascii").translate(table).decode("ascii") if text.isascii()
+                else pattern.sub(" ", text))
+    if norm.norm_whitespace:
+        return " ".join(text.split())
+    return text.strip()
 
 
 def _benchmark(entry) -> dict:

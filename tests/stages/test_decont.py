@@ -139,7 +139,9 @@ def test_words_are_datatroves_tokens_of_the_simplified_text(stage):
     texts = [t for p in sorted(crawl.glob("*.parquet"))
              for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()[:75]]
     tokenizer, norm = stage._hasher.tokenizer, stage._hasher.config.norm_config
-    for text in texts + ["I cannot say: gonna win 5km at 10am, don't you?"]:
+    for text in texts + ["I cannot say: gonna win 5km at 10am, don't you?",
+                         "tabs\tand\x0bvertical\x1cseparators,\r\nand 1.5 or 2,000 kids",
+                         "a\u00a0b\u2028c\u3000d\x85e \u00abx\u00bb \u2014 1,5 \u0661\u0662"]:
         assert stage._words(text) == tokenizer.word_tokenize(simplify_text(text, norm))
 
 
