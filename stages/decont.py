@@ -180,17 +180,18 @@ class Decontamination(Stage):
         known = self._pieces
         if len(known) > 1_000_000:
             known.clear()
-        new = [p for p in dict.fromkeys(pieces) if p not in known]
-        if new:
-            # A piece of ASCII letters that is no special case of spaCy's (`cannot`,
-            # `dont`) is one word: spaCy's affix rules split none of them.
-            words = {p: (p,) for p in new if p.isascii() and p.isalpha()
-                     and p not in self._special}
-            rest = [p for p in new if p not in words]
-            if rest:
-                words.update(self._tokenize_pieces(rest))
-            known.update((p, self._runs(w)) for p, w in words.items())
-        return [known[piece] for piece in pieces]
+        entries = list(map(known.get, pieces))
+        if None not in entries:
+            return entries
+        new = list(dict.fromkeys(p for p, e in zip(pieces, entries) if e is None))
+        # A piece of ASCII letters that is no special case of spaCy's (`cannot`,
+        # `dont`) is one word: spaCy's affix rules split none of them.
+        words = {p: (p,) for p in new if p.isascii() and p.isalpha() and p not in self._special}
+        rest = [p for p in new if p not in words]
+        if rest:
+            words.update(self._tokenize_pieces(rest))
+        known.update((p, self._runs(w)) for p, w in words.items())
+        return list(map(known.__getitem__, pieces))
 
     def _runs(self, words: tuple[str, ...]) -> tuple:
         flags = [w in self._vocab for w in words]
