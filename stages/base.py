@@ -87,6 +87,16 @@ class Chart:
     why_not: str | None = None
 
 
+def filesystem_at(root: str):
+    """(pyarrow filesystem, path) of a folder the pipeline gave a stage: a URI
+    (s3://, gs://, ...) or a local path (a step's files that workers read)."""
+    import pyarrow.fs as pafs
+
+    if "://" in root:
+        return pafs.FileSystem.from_uri(root)
+    return pafs.LocalFileSystem(), root
+
+
 def present(table: pa.Table, column: str) -> list:
     """The column's non-null values; none when the table lacks the column (a chart's
     sample of a stage that did not run)."""

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from thresher.models.minhash import (MinHasher, MinHashSettings, dedup_words, digest64,
                                      url_form)
-from thresher.stages.base import Chart, Resources, Stage
+from thresher.stages.base import Chart, Resources, Stage, filesystem_at
 
 SCOPES = ("all", "crawl")
 URL_CRAWLS = ("off", "keep_first", "keep_newest")
@@ -190,8 +190,7 @@ def read_decisions(root: str, source_shard: str) -> dict:
     """A shard's decisions from the index (OUT/dedup): the content decisions in
     clusters/<shard>/ and the URL decisions in urls/<shard>/, one file per run that
     decided any of its rows; a later run's decision of a row replaces an earlier one."""
-    fs, base = pafs.FileSystem.from_uri(root) if "://" in root else \
-        (pafs.LocalFileSystem(), root)
+    fs, base = filesystem_at(root)
     found: dict[int, list] = {}
     for slot, (folder, columns) in enumerate(
             (("clusters", ["row", "cluster_id", "size", "keep"]),

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from thresher.models.line_hash import documents_per_hash, keep_lines, line_hashes
-from thresher.stages.base import Chart, Resources, Stage
+from thresher.stages.base import Chart, Resources, Stage, filesystem_at
 from thresher.stages.dedup import shard_folder
 
 SCOPES = ("group", "all")
@@ -131,7 +130,8 @@ class Lines(Stage):
     def _set(self, source_shard: str) -> tuple[np.ndarray, np.ndarray]:
         """The duplicated hashes of the shard's group (sorted) and whether each was
         found only in an earlier crawl; the last group read is kept."""
-        fs, base = _resolve(self.sets)
+        fs, base = filesystem_at(self.sets)
+        base = base.rstrip("/")
         if self._groups is None:
             import json
 
@@ -174,9 +174,3 @@ def _bin(kept: int, removed: int) -> int:
         return 5
     share = removed / (kept + removed)
     return 1 if share < 0.1 else 2 if share < 0.25 else 3 if share < 0.5 else 4
-
-
-def _resolve(root: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in root:
-        return pafs.FileSystem.from_uri(root)
-    return pafs.LocalFileSystem(), root.rstrip("/")
