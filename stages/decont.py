@@ -131,6 +131,7 @@ class Decontamination(Stage):
         # does with one regex, and only where the text is not ASCII.
         self._ascii_norm = replace(self._hasher.config.norm_config, norm_unicode_diacritics=False)
         self._pieces: dict[str, tuple[str, ...]] = {}
+        self._codes: dict[str, str] = {}
         self._special = set(self._hasher.tokenizer.tokenizer.tokenizer.rules)
         self._index = {}
         if self.index:
@@ -158,13 +159,14 @@ class Decontamination(Stage):
 
     def _words(self, text: str) -> list[str]:
         """datatrove's word_tokenize(simplify_text(text)), faster and the same."""
-        return [word for entry in self._entries(text) for word in entry[0]]
+        known = self._pieces
+        return [word for piece in self._split(text) for word in known[piece]]
 
-    def _entries(self, text: str) -> list[tuple]:
-        """The text's pieces (what the simplified text holds between single spaces) as
-        (words, leading, trailing and longest run of indexed words, all indexed). spaCy
-        splits each piece on its own, so each distinct piece is tokenized once (the new
-        ones of a document in one call) and remembered with its runs."""
+    def _split(self, text: str) -> list[str]:
+        """The simplified text's pieces (what it holds between single spaces), each known
+        with its words and their code (`a` an indexed word, `b` another). spaCy splits
+        each piece on its own, so each distinct piece is tokenized once (the new ones of
+        a document in one call) and remembered."""
         from datatrove.utils.text import simplify_text
 
         norm = self._ascii_norm
@@ -178,30 +180,25 @@ class Decontamination(Stage):
             simple = strip_accents(simple).strip()
         pieces = simple.split(" ")
         known = self._pieces
-        if len(known) > 1_000_000:
-            known.clear()
-        entries = list(map(known.get, pieces))
-        if None not in entries:
-            return entries
-        new = list(dict.fromkeys(p for p, e in zip(pieces, entries) if e is None))
-        # A piece of ASCII letters that is no special case of spaCy's (`cannot`,
-        # `dont`) is one word: spaCy's affix rules split none of them.
-        words = {p: (p,) for p in new if p.isascii() and p.isalpha() and p not in self._special}
-        rest = [p for p in new if p not in words]
-        if rest:
-            words.update(self._tokenize_pieces(rest))
-        known.update((p, self._runs(w)) for p, w in words.items())
-        return list(map(known.__getitem__, pieces))
-
-    def _runs(self, words: tuple[str, ...]) -> tuple:
-        flags = [w in self._vocab for w in words]
-        lead = flags.index(False) if False in flags else len(flags)
-        trail = flags[::-1].index(False) if False in flags else len(flags)
-        best = run = 0
-        for flag in flags:
-            run = run + 1 if flag else 0
-            best = max(best, run)
-        return words, lead, trail, best, lead == len(flags)
+        new = set(pieces).difference(known)
+        if new:
+            if len(known) > 1_000_000:
+                known.clear()
+                self._codes.clear()
+                new = set(pieces)
+            # A piece of letters (any script) that is no special case of spaCy's
+            # (`cannot`, `dont`) is one word: spaCy's prefix, suffix and infix rules all
+            # need a character that is not a letter (tested on the whole demo crawl).
+            special = self._special
+            words = {p: (p,) for p in new if p.isalpha() and p not in special}
+            rest = [p for p in new if p not in words]
+            if rest:
+                words.update(self._tokenize_pieces(rest))
+            vocab = self._vocab
+            known.update(words)
+            self._codes.update((p, "".join(["a" if w in vocab else "b" for w in ws]))
+                               for p, ws in words.items())
+        return pieces
 
     def _tokenize_pieces(self, pieces: list[str]) -> dict[str, tuple[str, ...]]:
         """Each piece's words, from one spaCy call over the pieces joined by spaces
@@ -233,16 +230,17 @@ class Decontamination(Stage):
         if not self._index:
             return None
         n, index, hash_func = self.n, self._index, self._hasher.hash_func
-        entries = self._entries(text)
-        if not _has_run(entries, n):  # no n indexed words in a row: no n-gram to look up
+        pieces = self._split(text)
+        codes = "".join(map(self._codes.__getitem__, pieces))  # one letter a word
+        if "a" * n not in codes:  # no n indexed words in a row: no n-gram to look up
             return None
-        words = [word for entry in entries for word in entry[0]]
-        grams, run = [], 0
+        known = self._pieces
+        words = [word for piece in pieces for word in known[piece]]
+        grams = []
         limit = None if self.max_number_share is None else self.max_number_share * n
-        for i, word in enumerate(words):
-            run = run + 1 if word in self._vocab else 0
-            if run >= n:
-                window = words[i - n + 1:i + 1]
+        for run in re.finditer(f"a{{{n},}}", codes):
+            for i in range(run.start() + n, run.end() + 1):
+                window = words[i - n:i]
                 if limit is None or window.count("0") <= limit:
                     grams.append(" ".join(window))
         for j, gram in enumerate(grams):
@@ -254,21 +252,6 @@ class Decontamination(Stage):
                 (bench, item), _ = votes.most_common(1)[0]
                 return bench, item, gram
         return None
-
-
-def _has_run(entries: list[tuple], n: int) -> bool:
-    """Whether n words in a row are all indexed, from each piece's runs."""
-    run = 0
-    for words, lead, trail, best, full in entries:
-        if full:
-            run += len(words)
-            if run >= n:
-                return True
-        else:
-            if run + lead >= n or best >= n:
-                return True
-            run = trail
-    return False
 
 
 _PUNCTUATION: tuple | None = None
