@@ -1,6 +1,9 @@
 """The url stage: user-supplied block lists of domains and URL substrings."""
 
+from pathlib import Path
+
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from thresher.pipeline.engine.config import ConfigError, parse_config
@@ -64,3 +67,33 @@ def test_blocked_rows_get_the_entry_as_drop_reason(lists):
     table = table.append_column("_pre", nulls).append_column("_error", nulls)
     assert decide(table, [Rule.parse("url_blocked != true")]).to_pylist() == [
         "url_blocked=true:domain:example.com", None]
+
+
+def test_the_datatrove_engine_is_datatroves_url_filter_on_every_demo_url():
+    """engine: datatrove gives datatrove's URLFilter verdict and reason for each URL, with
+    its shipped lists (tldextract's bundled suffix list on both sides)."""
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import URLFilter
+    from tldextract import TLDExtract
+
+    demo = sorted((Path(__file__).resolve().parents[2] / "data" / "demo-crawl").glob("*.parquet"))
+    urls = pq.read_table(demo[0], columns=["url"]).column("url").to_pylist()[:300]
+    urls += ["https://www.pornhub.com/x", "http://a.b.xxx/", "https://casino-sex-girls.com/",
+             "https://example.org/free-porn/video", "https://news.example.com/a?b=c"]
+    stage = URLBlocklist(engine="datatrove", domains=["news.example.com"]).ready()
+    out = stage(pa.table({"url": urls}))
+    peer = URLFilter(extra_domains=["news.example.com"])
+    peer.tldextractor = TLDExtract(suffix_list_urls=(), cache_dir=None)
+    expected = []
+    for url in urls:
+        verdict = peer.filter(Document(text="", id="", metadata={"url": url}))
+        expected.append(None if verdict is True else f"datatrove:{verdict[1]}")
+    assert out.column("url_blocked_reason").to_pylist() == expected
+    assert out.column("url_blocked").to_pylist() == [e is not None for e in expected]
+    assert expected[-5:] == ["datatrove:domain", "datatrove:hard_blacklisted", None,
+                             "datatrove:hard_blacklisted", "datatrove:subdomain"]
+
+
+def test_an_unknown_engine_is_a_config_error():
+    with pytest.raises(ValueError, match="engine must be one of thresher, datatrove"):
+        URLBlocklist(engine="ut1", domains=["a.com"])
