@@ -35,6 +35,10 @@ class MinHashSettings:
     rows: int = 8
     ngram: int = 5
     seed: int = 1
+    # "thresher": words of dedup_words, hashed and combined in numpy; "datatrove": the
+    # shingles of datatrove's MinhashDedupSignature with HashConfig(hash_fc="sha1",
+    # precision=64), as FineWeb ran it (see datatrove_shingles).
+    shingles: str = "thresher"
 
     @property
     def num_hashes(self) -> int:
@@ -79,6 +83,7 @@ class MinHasher:
         gen = np.random.RandomState(settings.seed)
         self.a = gen.randint(1, MERSENNE, dtype=np.uint64, size=(1, settings.num_hashes))
         self.b = gen.randint(0, MERSENNE, dtype=np.uint64, size=(1, settings.num_hashes))
+        self._words = None  # datatrove's word tokenizer, for its shingles
         self._band_salt = np.array([digest64(f"band{i}", "thresher-band")
                                     for i in range(settings.bands)], np.uint64)
 
@@ -113,6 +118,24 @@ class MinHasher:
             term[inside] = token[first[inside] + i]
             shingle = shingle * _MIX + term
         return _finalize(shingle), offsets
+
+    def datatrove_shingles(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """datatrove's shingles: the n-grams of word_tokenize(simplify_text(text)) joined
+        by spaces, each hashed by the first 8 bytes of its SHA-1 (little-endian). A text
+        of fewer than n words has none (datatrove writes no signature for it)."""
+        if self._words is None:
+            from thresher.models.datatrove_words import DatatroveWords
+
+            self._words = DatatroveWords()
+        n, sha1 = self.settings.ngram, hashlib.sha1
+        flat: list[int] = []
+        counts = np.zeros(len(texts), np.int64)
+        for t, text in enumerate(texts):
+            words = self._words.words(text or "")
+            grams = [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+            flat.extend(int.from_bytes(sha1(g.encode()).digest()[:8], "little") for g in grams)
+            counts[t] = len(grams)
+        return np.array(flat, np.uint64), np.concatenate([[0], np.cumsum(counts)])
 
     def signatures(self, words: list[str]) -> np.ndarray:
         """(texts, num_hashes) uint64 minimum hashes; a text with no words gets the

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from thresher.models.normalize import strip_accents
+from thresher.models.datatrove_words import MAX_PIECES, DatatroveWords
 from thresher.stages.base import Resources, Stage
 
 # Benchmarks a package installs, by name: the file and the fields that hold an item's
@@ -124,15 +124,9 @@ class Decontamination(Stage):
     # --- per batch ------------------------------------------------------------------
 
     def setup(self) -> None:
-        from dataclasses import replace
-
         self._hasher = self._datatrove_hasher()
-        # simplify_text less its last step (NFD, combining marks dropped), which _words
-        # does with one regex, and only where the text is not ASCII.
-        self._ascii_norm = replace(self._hasher.config.norm_config, norm_unicode_diacritics=False)
-        self._pieces: dict[str, tuple[str, ...]] = {}
-        self._codes: dict[str, str] = {}
-        self._special = set(self._hasher.tokenizer.tokenizer.tokenizer.rules)
+        self._words_of = DatatroveWords(self.language, self._hasher.config.norm_config)
+        self._codes: dict[str, str] = {}  # piece -> one letter a word: indexed or not
         self._index = {}
         if self.index:
             table = pq.read_table(self.index)
@@ -159,67 +153,20 @@ class Decontamination(Stage):
 
     def _words(self, text: str) -> list[str]:
         """datatrove's word_tokenize(simplify_text(text)), faster and the same."""
-        known = self._pieces
-        return [word for piece in self._split(text) for word in known[piece]]
+        return self._words_of.words(text)
 
     def _split(self, text: str) -> list[str]:
-        """The simplified text's pieces (what it holds between single spaces), each known
-        with its words and their code (`a` an indexed word, `b` another). spaCy splits
-        each piece on its own, so each distinct piece is tokenized once (the new ones of
-        a document in one call) and remembered."""
-        from datatrove.utils.text import simplify_text
-
-        norm = self._ascii_norm
-        if not (norm.norm_weekdays or norm.norm_monthnames):
-            simple = _simplify(text, norm)
-        else:
-            simple = simplify_text(text, norm)
-        if self._hasher.config.norm_config.norm_unicode_diacritics and not simple.isascii():
-            # simplify_text's last step (NFD, then no character of category Mn), as
-            # cc_net's normalization strips accents: the same step
-            simple = strip_accents(simple).strip()
-        pieces = simple.split(" ")
-        known = self._pieces
-        new = set(pieces).difference(known)
+        """The simplified text's pieces, each known with its words and their code (`a`
+        an indexed word, `b` another)."""
+        if len(self._codes) > MAX_PIECES:  # both tables start again together
+            self._codes.clear()
+            self._words_of.known.clear()
+        pieces, new = self._words_of.pieces(text)
         if new:
-            if len(known) > 1_000_000:
-                known.clear()
-                self._codes.clear()
-                new = set(pieces)
-            # A piece of letters (any script) that is no special case of spaCy's
-            # (`cannot`, `dont`) is one word: spaCy's prefix, suffix and infix rules all
-            # need a character that is not a letter (tested on the whole demo crawl).
-            special = self._special
-            words = {p: (p,) for p in new if p.isalpha() and p not in special}
-            rest = [p for p in new if p not in words]
-            if rest:
-                words.update(self._tokenize_pieces(rest))
             vocab = self._vocab
-            known.update(words)
             self._codes.update((p, "".join(["a" if w in vocab else "b" for w in ws]))
-                               for p, ws in words.items())
+                               for p, ws in new.items())
         return pieces
-
-    def _tokenize_pieces(self, pieces: list[str]) -> dict[str, tuple[str, ...]]:
-        """Each piece's words, from one spaCy call over the pieces joined by spaces
-        (tokens keep their offsets, so each goes back to its piece), stripped and
-        without empty ones as datatrove's word_tokenize returns them."""
-        from bisect import bisect_right
-
-        nlp = self._hasher.tokenizer.tokenizer
-        joined = " ".join(pieces)
-        starts, at = [], 0
-        for piece in pieces:
-            starts.append(at)
-            at += len(piece) + 1
-        words: list[list[str]] = [[] for _ in pieces]
-        nlp.max_length = len(joined) + 10
-        with nlp.memory_zone():
-            for token in nlp(joined, disable=["parser", "tagger", "ner"]):
-                word = token.text.strip()
-                if word:
-                    words[bisect_right(starts, token.idx) - 1].append(word)
-        return {piece: tuple(w) for piece, w in zip(pieces, words)}
 
     def _first_match(self, text: str) -> tuple[str, str, str] | None:
         """NGramsDecontFilter.filter's verdict: whether an n-gram of the text is in the
@@ -234,7 +181,7 @@ class Decontamination(Stage):
         codes = "".join(map(self._codes.__getitem__, pieces))  # one letter a word
         if "a" * n not in codes:  # no n indexed words in a row: no n-gram to look up
             return None
-        known = self._pieces
+        known = self._words_of.known
         words = [word for piece in pieces for word in known[piece]]
         grams = []
         limit = None if self.max_number_share is None else self.max_number_share * n
@@ -252,45 +199,6 @@ class Decontamination(Stage):
                 (bench, item), _ = votes.most_common(1)[0]
                 return bench, item, gram
         return None
-
-
-_PUNCTUATION: tuple | None = None
-
-
-def _punctuation() -> tuple[bytes, re.Pattern]:
-    """datatrove's punctuation table (every character it maps goes to a space) as a
-    byte table for ASCII text and one character class for the rest: all in the BMP,
-    so Python's regex engine tests a character against a bitmap."""
-    global _PUNCTUATION
-    if _PUNCTUATION is None:
-        from datatrove.utils.text import PUNCTUATION_TRANS
-
-        assert set(PUNCTUATION_TRANS.values()) == {32} and max(PUNCTUATION_TRANS) < 0x10000
-        ascii_keys = bytes(k for k in PUNCTUATION_TRANS if k < 128)
-        _PUNCTUATION = (bytes.maketrans(ascii_keys, b" " * len(ascii_keys)),
-                        re.compile("[" + re.escape("".join(map(chr, PUNCTUATION_TRANS))) + "]"))
-    return _PUNCTUATION
-
-
-def _simplify(text: str, norm) -> str:
-    """simplify_text without its unicode step (done after, where needed), the same steps
-    with datatrove's own number pattern and punctuation table: the table applied to an
-    ASCII text's bytes in one C pass, to any other text by one character class (where
-    str.translate looks every character up in a dict), and white space folded by
-    split/join (the characters str.split splits on are those `\s` matches)."""
-    from datatrove.utils.text import NUMBERS_PATTERN
-
-    if norm.lowercase:
-        text = text.lower()
-    if norm.norm_numbers:
-        text = NUMBERS_PATTERN.sub("0", text)
-    if norm.remove_punctuation:
-        table, pattern = _punctuation()
-        text = (text.encode("ascii").translate(table).decode("ascii") if text.isascii()
-                else pattern.sub(" ", text))
-    if norm.norm_whitespace:
-        return " ".join(text.split())
-    return text.strip()
 
 
 def _benchmark(entry) -> dict:

@@ -31,6 +31,7 @@ from thresher.models.minhash import (MinHasher, MinHashSettings, dedup_words, di
 from thresher.stages.base import Chart, Resources, Stage, filesystem_at
 
 SCOPES = ("all", "crawl")
+SHINGLES = ("thresher", "datatrove")
 URL_CRAWLS = ("off", "keep_first", "keep_newest")
 
 
@@ -53,7 +54,8 @@ class Dedup(Stage):
                  url_column: str = "url", url_crawls: str = "off", scope: str = "all",
                  crawl_column: str = "crawl", keep_by: str | None = None,
                  partitions: int | str = "auto", decisions: str | None = None,
-                 run_id: str | None = None, resources: Resources | None = None):
+                 run_id: str | None = None, shingles: str = "thresher",
+                 keep_first: bool = False, resources: Resources | None = None):
         super().__init__(resources)
         for label, value in (("bands", bands), ("rows", rows), ("ngram", ngram)):
             if not isinstance(value, int) or value < 1:
@@ -69,7 +71,15 @@ class Dedup(Stage):
         if url_crawls not in URL_CRAWLS:
             raise ValueError(f"url_crawls must be one of {', '.join(URL_CRAWLS)}, "
                              f"got {url_crawls!r}")
-        self.settings = MinHashSettings(bands=bands, rows=rows, ngram=ngram, seed=seed)
+        if shingles not in SHINGLES:
+            raise ValueError(f"shingles must be one of {', '.join(SHINGLES)}, got {shingles!r}")
+        if keep_first and keep_by:
+            raise ValueError("keep_first and keep_by both choose the kept copy: give one")
+        self.settings = MinHashSettings(bands=bands, rows=rows, ngram=ngram, seed=seed,
+                                        shingles=shingles)
+        # The copy first in input order (the ledger's shard number, then the row) is
+        # kept, as datatrove's MinHash keeps the lowest (file, document) of a pair.
+        self.keep_first = keep_first
         self.near, self.exact, self.url = near, exact, url
         self.url_column, self.url_crawls = url_column, url_crawls
         self.scope, self.crawl_column = scope, crawl_column
@@ -92,11 +102,13 @@ class Dedup(Stage):
     def describe(self) -> dict:
         s = self.settings
         return {"near": self.near and {"bands": s.bands, "rows": s.rows, "ngram": s.ngram,
-                                       "seed": s.seed, "hashes": s.num_hashes},
+                                       "seed": s.seed, "hashes": s.num_hashes,
+                                       "shingles": s.shingles},
                 "exact": self.exact, "url": self.url and self.url_column,
                 "url_crawls": self.url_crawls, "scope": self.scope,
                 "crawl": f"column {self.crawl_column}, else the run",
-                "keep_by": self.keep_by or "hash of the id"}
+                "keep_by": self.keep_by or ("first in input order" if self.keep_first
+                                            else "hash of the id")}
 
     def memory_estimate(self) -> int:
         """No model: the permutation blocks (about 60 MB at once) and one shard's
@@ -117,7 +129,11 @@ class Dedup(Stage):
         words = [dedup_words(t) for t in batch.column("text").to_pylist()]
         has_words = np.array([bool(w) for w in words])
         parts = []
-        if self.near:
+        if self.near and self.settings.shingles == "datatrove":
+            shingle, offsets = self._hasher.datatrove_shingles(batch.column("text").to_pylist())
+            bands = self._hasher.band_keys(self._hasher.sign(shingle, offsets))
+            parts.append(np.where((np.diff(offsets) > 0)[:, None], bands, np.uint64(0)))
+        elif self.near:
             bands = self._hasher.band_keys(self._hasher.signatures(words))
             parts.append(np.where(has_words[:, None], bands, np.uint64(0)))
         if self.exact:
@@ -137,8 +153,12 @@ class Dedup(Stage):
             return pa.array([run_id] * batch.num_rows, pa.string())
         return pc.fill_null(batch.column(self.crawl_column).cast(pa.string()), run_id)
 
-    def priority(self, batch: pa.Table) -> pa.Array:
-        """The keep_by score of each row (higher is kept first); null without one."""
+    def priority(self, batch: pa.Table, uid: np.ndarray) -> pa.Array:
+        """The keep_by score of each row (higher is kept first); null without one. With
+        keep_first, minus the rows' uids (shard number << 32 | row: exact in a float
+        below 2^53, about two million shards)."""
+        if self.keep_first:
+            return pa.array(-np.asarray(uid).astype(np.float64))
         if not self.keep_by:
             return pa.nulls(batch.num_rows, pa.float64())
         if self.keep_by not in batch.column_names:

@@ -191,7 +191,8 @@ def test_spacy_splits_no_piece_of_letters_in_any_script(stage):
     fresh = Decontamination(benchmarks=["humaneval"], index=stage.index).ready()
     for text in texts:
         fresh._split(text)
-    letters = [p for p in fresh._pieces if p.isalpha() and p not in fresh._special]
+    words = fresh._words_of
+    letters = [p for p in words.known if p.isalpha() and p not in words.special_cases()]
     assert len(letters) > 20_000 and any(not p.isascii() for p in letters)
-    split = {p: w for p, w in fresh._tokenize_pieces(letters).items() if w != (p,)}
+    split = {p: w for p, w in words.tokenize_pieces(letters).items() if w != (p,)}
     assert split == {}

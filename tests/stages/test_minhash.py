@@ -1,9 +1,11 @@
 """MinHash and the dedup keys (models/minhash.py, stages/dedup.py), called directly."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from thresher.models.minhash import MinHasher, MinHashSettings, dedup_words, url_form
@@ -131,3 +133,29 @@ def test_the_stage_needs_the_dedup_step():
     with pytest.raises(RuntimeError, match="dedup step"):
         Dedup()(pa.table({"text": ["a"], "id": ["x"], "source_shard": ["s"],
                           "source_row": [0]}))
+
+
+def test_datatrove_shingles_give_datatroves_sha1_signatures_on_demo_documents():
+    """shingles: datatrove signs as datatrove's MinhashDedupSignature with FineWeb's hash
+    configuration (SHA-1, 64 bits, 14 x 8, 5-grams): the same 112 minimum hashes for
+    each document, and no signature for a text of fewer than 5 words."""
+    from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+    from datatrove.utils.hashing import HashConfig
+
+    crawl = Path(__file__).resolve().parents[2] / "data" / "demo-crawl"
+    texts = [t for p in sorted(crawl.glob("*.parquet"))[:2]
+             for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()[:150]]
+    texts += ["", "four words only here", "Café, déjà vu: 1999 — 5km at 10am!!", "a b c d e"]
+    peer = MinhashDedupSignature(output_folder="/tmp/unused", config=MinhashConfig(
+        hash_config=HashConfig(hash_fc="sha1", precision=64)))
+    hasher = MinHasher(MinHashSettings(shingles="datatrove"))
+    shingle, offsets = hasher.datatrove_shingles(texts)
+    ours = hasher.sign(shingle, offsets)
+    for i, text in enumerate(texts):
+        theirs = peer.get_shingles(text)
+        assert np.diff(offsets)[i] == theirs.size
+        if theirs.size:
+            expected = np.array(peer.get_signature(theirs), np.uint64).reshape(-1)
+            assert ours[i].tolist() == expected.tolist()
+    # "", four words, eight words (cafe deja vu 0 0 km at 0am), five words
+    assert np.diff(offsets)[-4:].tolist() == [0, 0, 4, 1]

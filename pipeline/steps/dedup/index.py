@@ -29,8 +29,11 @@ FORMAT_VERSION = 3  # 3: key and URL indexes by key range; 2: keys of words spli
 def settings(stage: Dedup) -> dict:
     """What makes keys comparable: another value of any of these makes other keys."""
     s = stage.settings
-    return {"bands": s.bands, "rows": s.rows, "ngram": s.ngram, "seed": s.seed,
-            "near": stage.near, "exact": stage.exact, "url": stage.url, "keys": KEYS_VERSION}
+    found = {"bands": s.bands, "rows": s.rows, "ngram": s.ngram, "seed": s.seed,
+             "near": stage.near, "exact": stage.exact, "url": stage.url, "keys": KEYS_VERSION}
+    if s.shingles != "thresher":  # said only when not the default: older indexes match
+        found["shingles"] = s.shingles
+    return found
 
 
 def saved_format(store: Store) -> dict | None:

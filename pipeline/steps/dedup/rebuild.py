@@ -191,7 +191,7 @@ def _sign_outputs(batch: pa.Table, *, out: str, spec, buckets: int, stamp: str) 
     uid = (np.int64(unit["number"]) << np.int64(32)) | source_row
     keys, urls = stage.keys(rows)
     store.write_table(pa.table({
-        "uid": uid, "row": source_row, "id": rows.column("id"), "prio": stage.priority(rows),
+        "uid": uid, "row": source_row, "id": rows.column("id"), "prio": stage.priority(rows, uid),
         "keys": pa.FixedSizeListArray.from_arrays(pa.array(keys.reshape(-1), pa.uint64()),
                                                   keys.shape[1]),
         "url": pa.array(urls, pa.uint64()), "crawl": stage.crawls(rows, unit["run_id"])}),

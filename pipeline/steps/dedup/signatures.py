@@ -40,6 +40,7 @@ class Signer:
         from thresher.pipeline.engine.worker import SegmentWorker
 
         self.before = SegmentWorker(before, rules, None, None) if before else None
+        self.rules = rules
         self.stage: Dedup = spec.build()
         self.stage.setup()
         self.read, self.out, self.level = read, Store.at(out), level
@@ -55,6 +56,10 @@ class Signer:
                     table = self.before.score(table)
                 play = pc.and_(pc.is_null(table.column("_error")),
                                pc.is_null(table.column("_pre")))
+                if self.stage.kept_only:  # only what the rules before dedup keep is signed
+                    for rule in self.rules:
+                        if rule.column in table.column_names:
+                            play = pc.and_(play, rule.passes(table))
                 table = table.filter(play)
                 if not table.num_rows:
                     continue
@@ -74,7 +79,7 @@ class Signer:
         keys, urls = self.stage.keys(table)
         signature = pa.table({
             "uid": uid, "row": rows, "id": table.column("id"),
-            "prio": self.stage.priority(table),
+            "prio": self.stage.priority(table, uid),
             "keys": pa.FixedSizeListArray.from_arrays(pa.array(keys.reshape(-1), pa.uint64()),
                                                       keys.shape[1]),
             "url": pa.array(urls, pa.uint64()),
