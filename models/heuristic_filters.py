@@ -156,8 +156,9 @@ def _repeated_ngram_chars(joined: str, ends: list[int], n: int, length: int, fra
     return repeated
 
 
-def c4(f, text: str, split: Words) -> str | None:
-    """C4QualityFilter.filter (its verdict only: the text is not changed)."""
+def c4(f, text: str, split: Words, kept: list | None = None) -> str | None:
+    """C4QualityFilter.filter's verdict; with `kept` (a list), the lines it keeps are
+    appended to it (the text it writes is `c4_text(f, kept)`)."""
     lines = text.splitlines() if f.split_paragraph else \
         split_into_sentences(text, split.tokenizer)
     sentences = 0
@@ -185,9 +186,18 @@ def c4(f, text: str, split: Words) -> str | None:
             continue
         if count and sentences < f.min_num_sentences:  # past the minimum: no need to count
             sentences += _sentences(split.tokenizer, line) if f.split_paragraph else 1
+        if kept is not None:
+            kept.append(line)
     if sentences < f.min_num_sentences:
         return "too_few_sentences"
     return None
+
+
+def c4_text(f, kept: list[str]) -> str:
+    """The text C4QualityFilter leaves in a document it keeps: its kept lines (each
+    stripped, citations removed) joined by line breaks, or by spaces when it split
+    sentences."""
+    return ("\n" if f.split_paragraph else " ").join(kept).strip()
 
 
 def _sentences(tokenizer, text: str) -> int:

@@ -146,3 +146,41 @@ def test_drop_reason_names_the_filter_and_its_reason():
     table = table.append_column("_pre", nulls).append_column("_error", nulls)
     reasons = decide(table, [Rule.parse("heuristics_gopher_quality != false")])
     assert reasons.to_pylist() == [None, "heuristics_gopher_quality=false:gopher_short_doc"]
+
+
+def test_c4_rewrites_as_fineweb_ran_it_datatroves_four_filters_in_a_row(demo_sample):
+    """c4_rewrites: the stage keeps what datatrove's GopherRepetition, GopherQuality,
+    C4 (filter_no_terminal_punct off) and FineWeb filters keep when run one after the
+    other as FineWeb's pipeline runs them, FineWeb's judging C4's text, and leaves the
+    text C4 leaves; the removed lines and characters are counted."""
+    from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
+
+    texts, langs = demo_sample
+    english = [t for t, lang in zip(texts, langs) if lang == "en"]
+    params = {"c4": {"filter_no_terminal_punct": False}}
+    out = {}
+    for engine in ("fast", "datatrove"):
+        stage = HeuristicFilters(engine=engine, c4_rewrites=True, language_column=None, **params)
+        out[engine] = stage(pa.table({"text": english}))
+    peers = [GopherRepetitionFilter(), GopherQualityFilter(),
+             C4QualityFilter(filter_no_terminal_punct=False), FineWebQualityFilter()]
+    expected = []
+    for text in english:
+        doc = Document(text=text, id="")
+        passed = all(peer.filter(doc) is True for peer in peers)
+        expected.append(doc.text if passed else None)
+    for engine, table in out.items():
+        kept = [all(table.column(f"heuristics_{f}")[i].as_py() for f in FILTERS)
+                for i in range(table.num_rows)]
+        got = [t if k else None for t, k in zip(table.column("text").to_pylist(), kept)]
+        assert got == expected, engine
+    table = out["fast"]
+    assert sum(e is not None for e in expected) > 20
+    changed = [i for i, e in enumerate(expected) if e is not None and e != english[i]]
+    assert changed  # C4 took lines out of some kept documents
+    for i in changed:
+        assert table.column("heuristics_removed_chars")[i].as_py() == len(english[i]) - len(expected[i])
+    assert HeuristicFilters(c4_rewrites=True).rewrites_text
+    assert not HeuristicFilters().rewrites_text
+    with pytest.raises(ValueError, match="c4_rewrites needs the c4 filter"):
+        HeuristicFilters(c4=False, c4_rewrites=True)
