@@ -187,8 +187,21 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--num-cpus", type=int, help="CPUs of the in-process Ray")
     rebuild.set_defaults(func=_dedup_rebuild)
 
-    demo = commands.add_parser("demo-crawl", help="build the demo crawl from local material")
+    demo = commands.add_parser("demo-crawl", help="build the demo crawl from local material, "
+                                                  "as Parquet shards or as WARC files")
     demo.add_argument("--output", "-o", required=True)
+    demo.add_argument("--format", choices=["parquet", "warc"], default="parquet",
+                      help="parquet: build the crawl's shards (default); warc: write the "
+                           "Parquet crawl in --from as gzipped WARC files under OUTPUT/<crawl>/ "
+                           "for `thresher import --format warc`")
+    demo.add_argument("--from", dest="source", metavar="DIR",
+                      help="warc: the Parquet demo crawl (default: the repository's "
+                           "data/demo-crawl; built first if it holds no shards)")
+    demo.add_argument("--copies", type=int,
+                      help="warc: write the whole crawl N times, each copy with its own URLs "
+                           "and record ids (default 1)")
+    demo.add_argument("--docs-per-shard", type=int, metavar="N",
+                      help="warc: at most N documents of each shard (default all)")
     demo.add_argument("--shards", type=int, default=8)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
@@ -540,8 +553,34 @@ def _build_defaults(args) -> int:
 def _demo(args) -> int:
     from thresher.pipeline.io.demo_crawl import build_demo_crawl
 
+    if args.format == "warc":
+        return _demo_warc(args)
+    warc_only = [flag for flag, value in (("--from", args.source), ("--copies", args.copies),
+                                          ("--docs-per-shard", args.docs_per_shard))
+                 if value is not None]
+    if warc_only:
+        raise InputError(f"{', '.join(warc_only)}: only for --format warc")
     paths = build_demo_crawl(Path(args.output), shards=args.shards, seed=args.seed)
     print(f"thresher: demo crawl: {len(paths)} shards in {args.output}")
+    return 0
+
+
+def _demo_warc(args) -> int:
+    """The Parquet demo crawl (built first where missing) written out as WARC files."""
+    from thresher.pipeline.io import demo_crawl
+
+    copies = 1 if args.copies is None else args.copies
+    for flag, value in (("--copies", copies), ("--docs-per-shard", args.docs_per_shard)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be 1 or more, not {value}")
+    source = Path(args.source) if args.source else demo_crawl.REPO_CRAWL
+    demo_crawl.ensure_demo_crawl(source, shards=args.shards, seed=args.seed)
+    paths = demo_crawl.write_warc(source, Path(args.output), copies=copies,
+                                  limit=args.docs_per_shard)
+    built = json.loads((Path(args.output) / "_BUILD.json").read_text())
+    folders = sorted({str(p.parent) for p in paths})
+    print(f"thresher: demo crawl as WARC: {len(paths)} files, {built['records']:,} response "
+          f"records ({copies} x {built['documents']:,} documents) in {', '.join(folders)}")
     return 0
 
 
