@@ -44,7 +44,7 @@ def bare_generate(tokenizer, model, prompts: list[str], max_new_tokens: int,
     return tokens, time.perf_counter() - started
 
 
-def datatrove_lid176(threshold: float = 0.5):
+def datatrove_lid176(threshold: float = 0.5, languages: list[str] | None = None):
     """datatrove's LanguageFilter on the local lid.176.ftz: its model property would
     download lid.176.bin from the web, so the model is filled in, in the worker (a
     loaded fastText model cannot be pickled to datatrove's workers)."""
@@ -60,7 +60,7 @@ def datatrove_lid176(threshold: float = 0.5):
                 self.model._model = _FastText(str(resolve("lid176")))
             return super().filter(doc)
 
-    return LocalLanguageFilter(language_threshold=threshold)
+    return LocalLanguageFilter(languages=languages, language_threshold=threshold)
 
 
 def _ccnet_tail_filter():
