@@ -85,10 +85,12 @@ def test_fineweb_runs_from_a_small_warc_and_keeps_the_first_copy(tmp_path):
     documents a shard), imported, then curated. Every row is accounted for, and of
     each kept document's two copies the first in input order is kept, its copy rejected
     by MinHash as datatrove's keeps the lower (file, document)."""
-    from thresher.pipeline.io.demo_crawl import record_uuid, write_warc
+    from thresher.pipeline.io.demo_crawl import record_uuid
 
     crawl = RECIPES.parents[1] / "data" / "demo-crawl"
-    write_warc(crawl, tmp_path / "warc", copies=2, limit=12)
+    made = run("demo-crawl", "--format", "warc", "--output", str(tmp_path / "warc"),
+               "--copies", "2", "--docs-per-shard", "12", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-3000:]
     imported = run("import", "--format", "warc", "--input", str(tmp_path / "warc"),
                    "--output", str(tmp_path / "shards"), "--workers", "1", cwd=tmp_path)
     assert imported.returncode == 0, imported.stderr[-3000:]
