@@ -89,11 +89,16 @@ class LinesStep(Step):
     def after(self, run: RunState) -> dict:
         at = find_stage(run.config)
         stage = run.config.stages[at].build()
-        if stage.scope != "all":
-            return {}
-        finished = set(run.finished_paths())
-        folders = [shard_folder(p) for p in self.hashed if p in finished]
-        return {"bloom": add_to_bloom(run.store, bloom_shape(stage), folders, run.run_id)}
+        result = {}
+        if stage.scope == "all":
+            finished = set(run.finished_paths())
+            folders = [shard_folder(p) for p in self.hashed if p in finished]
+            result["bloom"] = add_to_bloom(run.store, bloom_shape(stage), folders, run.run_id)
+        # The stream has read its group files: they go (a rerun of an unfinished shard
+        # groups it again, under its own run).
+        for path in run.store.files(f"{RUNS}/{run.run_id}"):
+            run.store.delete(path)
+        return result
 
 
 def bloom_shape(stage) -> BloomShape:

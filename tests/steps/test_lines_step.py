@@ -59,6 +59,7 @@ def test_groups_then_earlier_crawls_then_a_changed_shard(tmp_path, ray_cluster, 
     assert (manifest["groups"], manifest["duplicated_hashes"]) == (2, 1)
     assert manifest["bloom"]["shards"] == 2
     assert (out / "dedup" / "lines" / "bloom" / "bloom.json").exists()
+    assert not list((out / "dedup" / "lines" / "runs").rglob("*.*"))  # read, then gone
 
     c = write_shard(crawl / "c.parquet", docs("c", [f"{MENU}\nA bridge of stone.\nNew here.",
                                                     "Only in b."]))
