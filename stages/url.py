@@ -126,8 +126,14 @@ class URLBlocklist(Stage):
     def _datatrove_filter(self):
         """datatrove's URLFilter as FineWeb made it, with tldextract's bundled suffix
         list (its default fetches the list from the network on first use)."""
+        import warnings
+
         from datatrove.pipeline.filters import URLFilter
         from tldextract import TLDExtract
+
+        # datatrove 0.10.1 reads tldextract's `registered_domain`, deprecated (same value)
+        warnings.filterwarnings("ignore", message="The 'registered_domain' property",
+                                category=DeprecationWarning)
 
         url_filter = URLFilter(soft_word_threshold=self.soft_word_threshold,
                                extra_domains=sorted(self.domains) or None,
