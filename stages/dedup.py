@@ -126,15 +126,19 @@ class Dedup(Stage):
         rows' URL keys. 0 stands for no key (no words, no URL)."""
         if self._hasher is None:
             self.setup()
-        words = [dedup_words(t) for t in batch.column("text").to_pylist()]
-        has_words = np.array([bool(w) for w in words])
+        texts = batch.column("text").to_pylist()
+        datatrove_near = self.near and self.settings.shingles == "datatrove"
+        # dedup_words feeds thresher's shingles and the exact key: not made when unused
+        words = [dedup_words(t) for t in texts] if self.exact or (self.near and not
+                                                                  datatrove_near) else []
         parts = []
-        if self.near and self.settings.shingles == "datatrove":
-            shingle, offsets = self._hasher.datatrove_shingles(batch.column("text").to_pylist())
+        if datatrove_near:
+            shingle, offsets = self._hasher.datatrove_shingles(texts)
             bands = self._hasher.band_keys(self._hasher.sign(shingle, offsets))
             parts.append(np.where((np.diff(offsets) > 0)[:, None], bands, np.uint64(0)))
         elif self.near:
             bands = self._hasher.band_keys(self._hasher.signatures(words))
+            has_words = np.array([bool(w) for w in words])
             parts.append(np.where(has_words[:, None], bands, np.uint64(0)))
         if self.exact:
             parts.append(np.array([digest64(w, "thresher-text") if w else 0 for w in words],

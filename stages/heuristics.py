@@ -131,7 +131,7 @@ class HeuristicFilters(Stage):
         f = self._filter("c4", language)
         if self.engine == "fast":
             kept: list[str] = []
-            reason = c4(f, text, words or Words(text, word_tokenizer(language)), kept)
+            reason = c4(f, text, words, kept)
             return reason, (c4_text(f, kept) if reason is None else text)
         doc = Document(text=text, id="")
         result = f.filter(doc)

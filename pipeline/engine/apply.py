@@ -26,9 +26,7 @@ def apply_stage(stage: Stage, batch: pa.Table, rules: tuple[Rule, ...] = ()) -> 
     start = time.perf_counter()
     in_play = pc.and_(pc.is_null(batch.column("_error")), pc.is_null(batch.column("_pre")))
     if stage.kept_only:
-        for rule in rules:
-            if rule.column in batch.column_names:
-                in_play = pc.and_(in_play, rule.passes(batch))
+        in_play = kept_so_far(batch, rules, in_play)
     active = batch.filter(in_play)
     waiting = batch.filter(pc.invert(in_play))
     scored, failed = _score_isolating(stage, active)
@@ -41,6 +39,15 @@ def apply_stage(stage: Stage, batch: pa.Table, rules: tuple[Rule, ...] = ()) -> 
         out = _gate(stage, out, rules)
     per_row = (time.perf_counter() - start) / max(batch.num_rows, 1)
     return out.append_column(f"_t_{stage.name}", pa.array([per_row] * out.num_rows, pa.float64()))
+
+
+def kept_so_far(batch: pa.Table, rules: tuple[Rule, ...], in_play):
+    """in_play and the rules on the columns the batch has so far: what a `kept_only`
+    stage works on (the rules on later columns cannot be known yet)."""
+    for rule in rules:
+        if rule.column in batch.column_names:
+            in_play = pc.and_(in_play, rule.passes(batch))
+    return in_play
 
 
 def _gate(stage: Stage, table: pa.Table, rules: tuple[Rule, ...]) -> pa.Table:

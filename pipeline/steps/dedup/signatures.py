@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from thresher.pipeline.engine.apply import kept_so_far
 from thresher.pipeline.engine.read import read_unit
 from thresher.pipeline.io.storage import Store
 from thresher.pipeline.steps.dedup.common import FILE_ROWS, KEY_SCHEMA, SIGNATURES, rep_key
@@ -57,9 +58,7 @@ class Signer:
                 play = pc.and_(pc.is_null(table.column("_error")),
                                pc.is_null(table.column("_pre")))
                 if self.stage.kept_only:  # only what the rules before dedup keep is signed
-                    for rule in self.rules:
-                        if rule.column in table.column_names:
-                            play = pc.and_(play, rule.passes(table))
+                    play = kept_so_far(table, self.rules, play)
                 table = table.filter(play)
                 if not table.num_rows:
                     continue
